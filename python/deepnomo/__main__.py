@@ -1,0 +1,3 @@
+from deepnomo.cli import main
+
+main()

@@ -1,0 +1,3 @@
+library(testthat)
+library(deepnomo)
+test_check("deepnomo")
