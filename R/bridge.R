@@ -139,12 +139,16 @@ read_cohort <- function(file, manifest_file = NULL) {
   if (!file.exists(file)) stop("`file`: cannot read '", file, "': no such file", call. = FALSE)
   if (is.null(manifest_file)) manifest_file <- manifest_path_for(file)
   manifest <- as_manifest(manifest_file)
-  data <- tryCatch(
-    utils::read.csv(file, stringsAsFactors = FALSE, check.names = FALSE, na.strings = c("NA", ""),
-                    colClasses = c(patient_id = "character", cohort = "character",
-                                   center = "character")),
-    error = function(e) stop("`file`: cannot read '", file, "': ", conditionMessage(e), call. = FALSE)
-  )
+  read <- function(...) {
+    tryCatch(utils::read.csv(file, stringsAsFactors = FALSE, check.names = FALSE,
+                             na.strings = c("NA", ""), ...),
+             error = function(e) {
+               stop("`file`: cannot read '", file, "': ", conditionMessage(e), call. = FALSE)
+             })
+  }
+  header <- names(read(nrows = 1L))
+  text_cols <- intersect(c("patient_id", "cohort", "center"), header)
+  data <- read(colClasses = stats::setNames(rep("character", length(text_cols)), text_cols))
   validate_cohort(data, manifest)
   data <- apply_manifest_types(data, manifest)
   attr(data, "manifest") <- manifest

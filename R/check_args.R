@@ -49,7 +49,8 @@ check_surv_input <- function(time, event, ..., na_action = c("omit", "fail"), mi
   if (length(time) == 0L) stop_arg("time", "has no complete rows")
   if (any(!is.finite(time)) || any(time <= 0)) {
     bad <- which(!is.finite(time) | time <= 0)
-    stop_arg("time", sprintf("must be positive and finite (rows %s)", paste(utils::head(bad, 5), collapse = ", ")))
+    stop_arg("time", sprintf("must be positive and finite (rows %s)",
+                             paste(utils::head(bad, 5), collapse = ", ")))
   }
   if (any(!event %in% c(0, 1))) {
     bad <- which(!event %in% c(0, 1))

@@ -86,7 +86,8 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
     for name, cov in (manifest.get("covariates") or {}).items():
         ctype = (cov or {}).get("type")
         if ctype not in types:
-            raise CohortError(f"manifest: covariate '{name}' has type {ctype!r}; expected one of {types}")
+            raise CohortError(
+                f"manifest: covariate '{name}' has type {ctype!r}; expected one of {types}")
         if ctype in ("factor", "ordered") and not cov.get("levels"):
             raise CohortError(f"manifest: covariate '{name}' of type {ctype} needs 'levels'")
 
