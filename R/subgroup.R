@@ -22,8 +22,8 @@
 #'   `<endpoint>_event` must exist.
 #' @param group Column name of the risk group factor (two levels) or a
 #'   numeric score.
-#' @param by Column names of the subgrouping variables (factor, character or
-#'   logical; cut numeric variables first).
+#' @param by Column names of the subgrouping variables (factor, character,
+#'   logical or binary numeric; cut other numeric variables first).
 #' @param min_events Levels with fewer events use Firth's penalized Cox.
 #' @return An object of class `deepnomo_subgroups`: `$table` (one row per
 #'   level plus an `Overall` row: `variable`, `level`, `n`, `events`, `hr`,
@@ -55,8 +55,8 @@ subgroup_analysis <- function(data, endpoint, group, by, min_events = 5) {
                      group_hr(time, event, g, min_events), p_interaction = NA_real_))
   for (v in by) {
     x <- data[[v]]
-    if (is.numeric(x) && !is.factor(x)) {
-      stop(sprintf("subgroup_analysis(): `by` column '%s' is numeric; cut it into a factor first", v),
+    if (is.numeric(x) && length(unique(x[!is.na(x)])) > 2L) {
+      stop(sprintf("subgroup_analysis(): `by` column '%s' is numeric with more than two values; cut it into a factor first", v),
            call. = FALSE)
     }
     x <- droplevels(as.factor(x))
