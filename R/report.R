@@ -190,8 +190,10 @@ html_table <- function(df, id = NULL) {
   cells <- vapply(names(df), function(nm) {
     x <- df[[nm]]
     if (is.numeric(x)) {
-      out <- if (grepl("(^p$|^p_|_p$|_p_|^p value)", nm)) format_p(x) else
-        ifelse(is.na(x), "", formatC(x, digits = 3, format = "fg", flag = "#"))
+      whole <- all(is.na(x) | x == round(x))
+      out <- if (grepl("(^p$|^p_|_p$|_p_|^p value)", nm)) format_p(x) else if (whole) {
+        formatC(x, format = "d", big.mark = "")
+      } else formatC(x, digits = 3, format = "fg", flag = "#")
       out[is.na(x)] <- ""
       sub("\\.$", "", out)
     } else {

@@ -142,7 +142,7 @@ check_columns <- function(data, cols, fun, arg) {
   if (!is.character(cols)) stop(sprintf("%s(): `%s` must name columns", fun, arg[1]), call. = FALSE)
   miss <- !cols %in% names(data)
   if (any(miss)) {
-    stop(sprintf("%s(): `%s` column(s) not in `data`: %s", fun, arg[which(miss)[1]],
+    stop(sprintf("%s(): `%s` column(s) not in `data`: %s", fun, arg[min(which(miss)[1], length(arg))],
                  paste(cols[miss], collapse = ", ")), call. = FALSE)
   }
   invisible(cols)

@@ -85,7 +85,7 @@ treatment_decision <- function(data, endpoint, treatment, prognostic, predictive
     stop(sprintf("treatment_decision(): arm '%s' has no events in the training data; the interaction model is not estimable",
                  names(by_arm)[by_arm == 0][1]), call. = FALSE)
   }
-  q <- function(x) paste0("`", x, "`")
+  q <- function(x) if (length(x)) paste0("`", x, "`") else character()
   rhs_main <- c(q(treatment), q(predictive), if (!is.null(prognostic)) q(prognostic), q(covariates))
   lhs <- sprintf("survival::Surv(%s, %s)", q(tcol[1]), q(tcol[2]))
   f1 <- stats::as.formula(paste(lhs, "~", paste(c(rhs_main, paste0(q(treatment), ":", q(predictive))),

@@ -44,3 +44,9 @@ small_design <- function() {
        analyses = c("baseline", "univariate", "selection", "nomogram", "calibration", "cutpoint", "km",
                     "td_roc", "subgroups", "treatment_decision"))
 }
+
+# Survival at `t` by hand from a coxph fit: exp(-H0(t) exp(lp)), centred.
+surv_at <- function(fit, newdata, t) {
+  h <- survival::basehaz(fit, centered = TRUE)
+  exp(-h$hazard[max(which(h$time <= t))] * exp(stats::predict(fit, newdata = newdata, type = "lp")))
+}

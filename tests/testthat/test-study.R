@@ -1,0 +1,135 @@
+study_run <- local({
+  cache <- NULL
+  function() {
+    if (is.null(cache)) {
+      out <- file.path(tempdir(), "study_small")
+      unlink(out, recursive = TRUE)
+      d <- simulate_study_table()
+      res <- suppressMessages(run_study(d, small_design(), out, preset = "test", seed = 7))
+      cache <<- list(out = out, data = d, res = res,
+                     json = jsonlite::fromJSON(file.path(out, "results.json"), simplifyVector = FALSE))
+    }
+    cache
+  }
+})
+
+test_that("run_study writes every artifact", {
+  run <- study_run()
+  expect_true(all(file.exists(file.path(run$out, c("results.json", "report.html")))))
+  tabs <- c("baseline", "univariate", "selection_path", "multivariable_combined", "model_performance",
+            "calibration_test_60", "risk_groups_dfs_test", "risk_groups_os_train", "subgroups_test",
+            "treatment_groups_test", "treatment_patients_test")
+  expect_true(all(file.exists(file.path(run$out, "tables", paste0(tabs, ".csv")))))
+  figs <- c("nomogram", "td_roc", "calibration_train_36", "km_dfs_test", "km_os_test", "subgroups_train",
+            "treatment_km_test", "treatment_benefit_train")
+  for (ext in c("png", "pdf")) {
+    expect_true(all(file.exists(file.path(run$out, "figures", paste0(figs, ".", ext)))))
+  }
+  j <- run$json
+  for (key in c("study", "preset", "seed", "endpoint", "oracle_c", "signatures", "models", "comparisons",
+                "cutpoint", "calibration", "timings")) {
+    expect_false(is.null(j[[key]]), label = key)
+  }
+  expect_equal(j$preset, "test")
+  expect_equal(j$seed, 7)
+  expect_length(j$errors, 0)
+  expect_true(is.numeric(j$models$combined$test$c_index))
+})
+
+test_that("results.json numbers equal direct computations, with everything learned on train", {
+  run <- study_run()
+  d <- run$data
+  j <- run$json
+  train <- d[d$cohort == "train", ]
+  fit <- survival::coxph(survival::Surv(dfs_time, dfs_event) ~ age + ebv_dna + sig_dl_a + sig_dl_b,
+                         data = train)
+  for (co in c("train", "test")) {
+    dd <- d[d$cohort == co, ]
+    lp <- stats::predict(fit, newdata = dd, type = "lp")
+    ci <- c_index(lp, dd$dfs_time, dd$dfs_event)
+    expect_equal(j$models$combined[[co]]$c_index, ci$estimate, tolerance = 1e-8)
+    expect_equal(j$models$combined[[co]]$ci_lower, ci$lower, tolerance = 1e-8)
+    expect_equal(j$models$combined[[co]]$auc_60,
+                 td_auc(lp, dd$dfs_time, dd$dfs_event, times = 60)$auc, tolerance = 1e-8)
+    s <- c_index(dd$sig_dl_b, dd$dfs_time, dd$dfs_event)
+    expect_equal(j$signatures$sig_dl_b[[co]]$c_index, s$estimate, tolerance = 1e-12)
+    expect_equal(j$oracle_c[[co]]$total, c_index(dd$truth_lp_total, dd$dfs_time, dd$dfs_event)$estimate,
+                 tolerance = 1e-12)
+    k <- compare_c_index(lp, stats::predict(
+      survival::coxph(stats::as.formula(paste("survival::Surv(dfs_time, dfs_event) ~",
+                                              paste(unlist(j$selection$selected), collapse = "+"))),
+                      data = train), newdata = dd, type = "lp"),
+      dd$dfs_time, dd$dfs_event, method = "kang")
+    hit <- Filter(function(x) x$model == "combined" && x$cohort == co && x$method == "kang", j$comparisons)
+    expect_equal(hit[[1]]$diff, k$diff, tolerance = 1e-8)
+  }
+  # cutpoint learned on the training scores only, then locked. The rms linear predictor
+  # differs from coxph's by a constant (centring); find it from the nomogram check rows.
+  chk <- as.data.frame(do.call(rbind, lapply(j$nomogram$check, function(r) unlist(r[c("age", "ebv_dna",
+                                                                                    "sig_dl_a", "sig_dl_b", "predict_lp")]))))
+  offset <- mean(stats::predict(fit, newdata = chk, type = "lp") - chk$predict_lp)
+  lp_train <- stats::predict(fit, newdata = train, type = "lp")
+  cp <- find_cutpoint(lp_train, train$dfs_time, train$dfs_event)
+  expect_equal(j$cutpoint$value + offset, cp$value, tolerance = 1e-5)
+  test <- d[d$cohort == "test", ]
+  grp <- factor(ifelse(stats::predict(fit, newdata = test, type = "lp") > cp$value, "high", "low"),
+                c("low", "high"))
+  hr <- exp(stats::coef(survival::coxph(survival::Surv(dfs_time, dfs_event) ~ grp, data = test)))
+  expect_equal(j$cutpoint$cohorts$test$hr, unname(hr), tolerance = 1e-6)
+  # nomogram: the check patients' predictions equal predict() on the model
+  for (r in j$nomogram$check) {
+    nd <- as.data.frame(r[c("age", "ebv_dna", "sig_dl_a", "sig_dl_b")])
+    expect_equal(r$surv_60, unname(surv_at(fit, nd, 60)), tolerance = 1e-4)
+  }
+})
+
+test_that("report.html is self-contained with every section", {
+  run <- study_run()
+  html <- paste(readLines(file.path(run$out, "report.html"), warn = FALSE), collapse = "\n")
+  for (id in c("baseline", "cox", "performance", "truth", "nomogram", "calibration", "km", "tdroc",
+               "subgroups", "treatment")) {
+    expect_true(grepl(sprintf('<section id="%s">', id), html, fixed = TRUE), label = id)
+  }
+  expect_true(grepl('id="nomo-total"', html, fixed = TRUE))
+  expect_true(grepl("'nomo-surv-' + t", html, fixed = TRUE))
+  expect_true(grepl('<script type="application/json" id="nomo-spec">', html, fixed = TRUE))
+  expect_false(grepl("(src|href)=\"https?:", html))
+  n_img <- lengths(regmatches(html, gregexpr("<img src=\"data:image/png;base64,", html, fixed = TRUE)))
+  expect_equal(n_img, length(run$json$figures))
+  index <- file.path(dirname(run$out), "index.html")
+  write_index_html(run$out, index)
+  idx <- paste(readLines(index), collapse = "\n")
+  expect_true(grepl("study_small/report.html", idx, fixed = TRUE))
+  expect_true(grepl(sprintf("%.3f", run$json$models$combined$test$c_index), idx, fixed = TRUE))
+})
+
+test_that("designs: unknown keys, missing cohorts and signatures give clear errors", {
+  d <- simulate_study_table(60, 40)
+  des <- small_design()
+  expect_error(validate_design(c(des, list(colour = "red"))), "unknown key\\(s\\) \\[colour\\]")
+  des2 <- des
+  des2$calibration$bins <- 3
+  expect_error(validate_design(des2), "design\\$calibration: unknown key\\(s\\) \\[bins\\]")
+  des3 <- des
+  des3$cohorts$test <- c("test", "external")
+  expect_error(suppressMessages(run_study(d, des3, tempfile())), "'external'")
+  des4 <- des
+  des4$signatures <- c("sig_dl_a", "sig_dl_missing")
+  expect_error(suppressMessages(run_study(d, des4, tempfile())), "sig_dl_missing")
+  des5 <- des
+  des5$analyses <- c("nomogram", "tea")
+  expect_error(validate_design(des5), "unknown analyses \\[tea\\]")
+})
+
+test_that("the shipped designs validate", {
+  files <- list.files(system.file("designs", package = "deepnomo"), pattern = "\\.yaml$", full.names = TRUE)
+  expect_setequal(basename(files), paste0(c("multiscale", "t3n1", "stage2", "recurrent", "cptdn"), ".yaml"))
+  for (f in files) {
+    des <- read_design(f)
+    expect_equal(des$study, sub("\\.yaml$", "", basename(f)))
+    expect_true(all(grepl("^sig_(dl|rad)_", des$signatures)))
+    expect_equal(des$times, c(36, 60))
+  }
+  expect_true("treatment_decision" %in% read_design(files[basename(files) == "cptdn.yaml"])$analyses)
+  expect_true("chemo_benefit" %in% read_design(files[basename(files) == "stage2.yaml"])$analyses)
+})
