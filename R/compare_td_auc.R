@@ -71,7 +71,8 @@ compare_td_auc <- function(score1, score2, time, event, times, na_action = c("om
   se <- apply(d_iid, 2, stats::sd) / sqrt(n)
   diff <- f1$auc - f2$auc
   flat <- !is.na(se) & se <= 0
-  reason[flat] <- "the two AUC estimators have identical influence functions (zero variance of the difference)"
+  reason[flat] <- paste("the two AUC estimators have identical influence functions",
+                        "(zero variance of the difference)")
   se[flat] <- NA_real_
   z <- diff / se
   p_value <- 2 * stats::pnorm(abs(z), lower.tail = FALSE)
@@ -107,9 +108,8 @@ as.data.frame.compare_td_auc <- function(x, row.names = NULL, optional = FALSE, 
 
 #' @export
 print.compare_td_auc <- function(x, digits = 4, ...) {
-  cat(sprintf("Comparison of two time-dependent AUCs (paired, marginal Kaplan-Meier IPCW)\nn = %d, events = %d%s\n\n",
-              x$n, x$n_events,
-              if (x$n_dropped > 0) sprintf(" (%d dropped for missing values)", x$n_dropped) else ""))
+  cat("Comparison of two time-dependent AUCs (paired, marginal Kaplan-Meier IPCW)\n")
+  cat(roc_sample_line(x), "\n\n", sep = "")
   tab <- x$table
   num <- c("auc1", "auc2", "diff", "se", "z")
   tab[num] <- lapply(tab[num], round, digits = digits)

@@ -226,3 +226,12 @@ test_that("print methods show the table", {
   expect_output(print(td_auc(d$score1, d$time, d$event, c(3, 6))), "cumulative/dynamic")
   expect_output(print(compare_td_auc(d$score1, d$score2, d$time, d$event, c(3, 6))), "p_adjusted")
 })
+
+test_that("rank-equivalent scores give NA tests with the reason, not a spurious p-value", {
+  d <- simulate_cohort(150, 20)
+  expect_warning(cmp <- compare_td_auc(d$score1, 3 * d$score1 + 1, d$time, d$event, c(3, 6)),
+                 "zero variance")
+  out <- as.data.frame(cmp)
+  expect_equal(out$diff, c(0, 0))
+  expect_true(all(is.na(out$p_value)) && all(is.na(out$p_adjusted)))
+})
