@@ -23,8 +23,9 @@
 #'   table as one cohort.
 #' @return An object of class `deepnomo_model_comparison`: `$table` (one row
 #'   per cohort and model: `cohort`, `model`, `n`, `events`, `c_index`,
-#'   `c_lower`, `c_upper`, `c_p`, `c_diff`, `c_p_kang`, `c_p_log_t`
-#'   (two-sided), then per time `auc_<t>`, `auc_<t>_lower`, `auc_<t>_upper`,
+#'   `c_lower`, `c_upper`, `c_p` (two-sided), `c_diff`, `c_p_kang`,
+#'   `c_p_log_t` (two-sided; survcomp itself reports the one-sided p),
+#'   then per time `auc_<t>`, `auc_<t>_lower`, `auc_<t>_upper`,
 #'   `auc_<t>_diff`, `auc_<t>_p`), `$roc` (curve points: `cohort`, `model`,
 #'   `time`, `fpr`, `tpr`), `$reference`, `$times`. Methods: `print()`,
 #'   `as.data.frame()`, `plot()` (TD-ROC curves).
@@ -89,7 +90,8 @@ compare_models <- function(data, endpoint, scores, reference, times = c(36, 60),
       ci <- as.data.frame(c_index(d[[s]], tt, ee))
       row <- data.frame(cohort = co, model = labels[k], n = nrow(d), events = sum(ee),
                         c_index = ci$estimate, c_lower = ci$lower, c_upper = ci$upper,
-                        c_p = ci$p_value, c_diff = NA_real_, c_p_kang = NA_real_,
+                        c_p = if (is.null(ci$p_value_two_sided)) ci$p_value else ci$p_value_two_sided,
+                        c_diff = NA_real_, c_p_kang = NA_real_,
                         c_p_log_t = NA_real_, stringsAsFactors = FALSE)
       auc <- if (length(tu)) as.data.frame(td_auc(d[[s]], tt, ee, times = tu)) else NULL
       cmp <- NULL
@@ -98,7 +100,7 @@ compare_models <- function(data, endpoint, scores, reference, times = c(36, 60),
         logt <- as.data.frame(compare_c_index(d[[s]], d[[ref]], tt, ee, method = "log_t"))
         row$c_diff <- kang$diff
         row$c_p_kang <- kang$p_value
-        row$c_p_log_t <- if (!is.null(logt$p_two_sided)) logt$p_two_sided else logt$p_value
+        row$c_p_log_t <- if (is.null(logt$p_value_two_sided)) logt$p_value else logt$p_value_two_sided
         if (length(tu)) cmp <- as.data.frame(compare_td_auc(d[[s]], d[[ref]], tt, ee, times = tu))
       }
       for (t in times) {

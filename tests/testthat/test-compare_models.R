@@ -43,7 +43,8 @@ test_that("compare_models' C, differences and AUCs equal the estimators on each 
     ci <- as.data.frame(c_index(dd[[col]], dd$os_time, dd$os_event))
     expect_equal(tab$c_index[i], ci$estimate, tolerance = 1e-12)
     expect_equal(tab$c_lower[i], ci$lower, tolerance = 1e-12)
-    expect_equal(tab$c_p[i], ci$p_value, tolerance = 1e-12)
+    expect_equal(tab$c_p[i], if (is.null(ci$p_value_two_sided)) ci$p_value else ci$p_value_two_sided,
+                 tolerance = 1e-12)
     auc <- as.data.frame(td_auc(dd[[col]], dd$os_time, dd$os_event, times = c(36, 60)))
     expect_equal(c(tab$auc_36[i], tab$auc_60[i]), auc$auc, tolerance = 1e-10)
     if (tab$model[i] == "Age") {

@@ -50,7 +50,7 @@ test_that("results.json numbers equal direct computations, with everything learn
     expect_equal(j$models$combined[[co]]$c_index, ci$estimate, tolerance = 1e-8)
     expect_equal(j$models$combined[[co]]$ci_lower, ci$lower, tolerance = 1e-8)
     expect_equal(j$models$combined[[co]]$auc_60,
-                 td_auc(lp, dd$dfs_time, dd$dfs_event, times = 60)$auc, tolerance = 1e-8)
+                 as.data.frame(td_auc(lp, dd$dfs_time, dd$dfs_event, times = 60))$auc, tolerance = 1e-8)
     s <- c_index(dd$sig_dl_b, dd$dfs_time, dd$dfs_event)
     expect_equal(j$signatures$sig_dl_b[[co]]$c_index, s$estimate, tolerance = 1e-12)
     expect_equal(j$oracle_c[[co]]$total, c_index(dd$truth_lp_total, dd$dfs_time, dd$dfs_event)$estimate,
