@@ -49,9 +49,10 @@ read_design <- function(design) {
   if (is.character(design) && length(design) == 1L) {
     if (!file.exists(design)) stop(sprintf("read_design(): design file '%s' not found", design),
                                    call. = FALSE)
-    design <- tryCatch(yaml::read_yaml(design),
-                       error = function(e) stop(sprintf("read_design(): cannot parse '%s': %s", design,
-                                                        conditionMessage(e)), call. = FALSE))
+    path <- design
+    design <- tryCatch(yaml::read_yaml(path), error = function(e) {
+      stop(sprintf("read_design(): cannot parse '%s': %s", path, conditionMessage(e)), call. = FALSE)
+    })
   }
   validate_design(design)
 }
@@ -146,8 +147,8 @@ validate_design <- function(design) {
     ok <- is.list(dv) && ((setequal(names(dv), c("indicator", "level"))) ||
                             (identical(names(dv), "product") && length(unlist(dv$product)) == 2L))
     if (!ok) {
-      stop(sprintf("design: derived column '%s' must be {indicator: column, level: value} or {product: [a, b]}",
-                   nm), call. = FALSE)
+      stop(sprintf(paste("design: derived column '%s' must be {indicator: column, level: value}",
+                         "or {product: [a, b]}"), nm), call. = FALSE)
     }
   }
   known <- analysis_names()
@@ -192,9 +193,12 @@ print.deepnomo_design <- function(x, ...) {
   cat(sprintf("  signatures: %s\n", paste(x$signatures, collapse = ", ")))
   for (m in names(x$models)) {
     terms <- x$models[[m]]
-    cat(sprintf("  model %-12s %s\n", m, if (is.list(terms)) {
+    what <- if (is.list(terms)) {
       sprintf("selected (%s) from %s", terms$method, paste(terms$select, collapse = ", "))
-    } else paste(terms, collapse = " + ")))
+    } else {
+      paste(terms, collapse = " + ")
+    }
+    cat(sprintf("  model %-12s %s\n", m, what))
   }
   cat(sprintf("  reference: %s; nomogram: %s; times: %s\n  analyses: %s\n", x$reference, x$nomogram,
               paste(x$times, collapse = ", "), paste(x$analyses, collapse = ", ")))

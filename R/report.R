@@ -58,25 +58,31 @@ study_report <- function(out_dir) {
 
   cohort_rows <- data.frame(cohort = cohorts, patients = unlist(res$n[cohorts]),
                             events = unlist(res$events[cohorts]))
-  errors <- if (length(res$errors)) {
-    sprintf('<div class="error"><b>Failed stages:</b><ul>%s</ul></div>',
-            paste(sprintf("<li>%s: %s</li>", html_escape(names(res$errors)),
-                          html_escape(unlist(res$errors))), collapse = ""))
-  } else ""
+  errors <- ""
+  if (length(res$errors)) {
+    errors <- sprintf("<div class=\"error\"><b>Failed stages:</b><ul>%s</ul></div>",
+                      paste(sprintf("<li>%s: %s</li>", html_escape(names(res$errors)),
+                                    html_escape(unlist(res$errors))), collapse = ""))
+  }
   add("cohorts", "Cohorts", errors, html_table(cohort_rows))
   add("baseline", "Baseline characteristics", html_table(tab("baseline")))
   add("cox", "Cox regression",
-      if (!is.null(tab("univariate"))) c("<h3>Univariate (training cohort)</h3>", html_table(tab("univariate"))),
-      if (!is.null(res$selection)) sprintf("<p>Clinical selection (%s) kept: <b>%s</b></p>",
-                                           html_escape(res$selection$method),
-                                           html_escape(paste(unlist(res$selection$selected), collapse = ", "))),
+      if (!is.null(tab("univariate"))) {
+        c("<h3>Univariate (training cohort)</h3>", html_table(tab("univariate")))
+      },
+      if (!is.null(res$selection)) {
+        sprintf("<p>Clinical selection (%s) kept: <b>%s</b></p>", html_escape(res$selection$method),
+                html_escape(paste(unlist(res$selection$selected), collapse = ", ")))
+      },
       if (!is.null(tab("selection_path"))) html_table(tab("selection_path")),
       unlist(lapply(tabs[startsWith(tabs, "multivariable_")], function(t) {
         c(sprintf("<h3>Multivariable model: %s</h3>", html_escape(sub("^multivariable_", "", t))),
           html_table(tab(t)))
       })))
   add("performance", "Model performance",
-      sprintf("<p>Harrell's C (95%% CI, Z-test against 0.5); differences against the reference model <b>%s</b> by Kang's test and the paired test on log C; time-dependent AUC (marginal IPCW) with differences (unadjusted p).</p>",
+      sprintf(paste("<p>Harrell's C (95%% CI, Z-test against 0.5); differences against the reference",
+                    "model <b>%s</b> by Kang's test and the paired test on log C; time-dependent AUC",
+                    "(marginal IPCW) with differences (unadjusted p).</p>"),
               html_escape(reference_model(res))),
       html_table(performance_table(res)))
   add("truth", "Synthetic truth", truth_table(res, cohorts))
@@ -103,18 +109,18 @@ study_report <- function(out_dir) {
   })))
   add("timings", "Run time", html_table(data.frame(stage = names(res$timings),
                                                    seconds = unlist(res$timings))))
-  html <- sprintf(paste0(
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>',
-    '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
-    '<title>%s: study report</title><style>%s</style></head><body>',
-    '<header><h1>Study %s</h1><p>Endpoint <b>%s</b>; preset %s; seed %s.</p><nav>%s</nav></header>',
-    '%s</body></html>'),
-    html_escape(res$study), report_css(), html_escape(res$study), html_escape(toupper(res$endpoint)),
-    html_escape(format(res$preset %||% "NA")), html_escape(format(res$seed %||% "NA")),
-    paste(sprintf('<a href="#%s">%s</a>', regmatches(unlist(sec), regexpr('(?<=id=")[^"]+', unlist(sec), perl = TRUE)),
-                  regmatches(unlist(sec), regexpr("(?<=<h2>)[^<]+", unlist(sec), perl = TRUE))),
-          collapse = " | "),
-    paste(unlist(sec), collapse = "\n"))
+  ids <- regmatches(unlist(sec), regexpr("(?<=id=\")[^\"]+", unlist(sec), perl = TRUE))
+  titles <- regmatches(unlist(sec), regexpr("(?<=<h2>)[^<]+", unlist(sec), perl = TRUE))
+  nav <- paste(sprintf("<a href=\"#%s\">%s</a>", ids, titles), collapse = " | ")
+  head <- sprintf(paste0("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>",
+                         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>",
+                         "<title>%s: study report</title><style>%s</style></head><body>"),
+                  html_escape(res$study), report_css())
+  header <- sprintf(paste0("<header><h1>Study %s</h1><p>Endpoint <b>%s</b>; preset %s; seed %s.</p>",
+                           "<nav>%s</nav></header>"),
+                    html_escape(res$study), html_escape(toupper(res$endpoint)),
+                    html_escape(format(res$preset %||% "NA")), html_escape(format(res$seed %||% "NA")), nav)
+  html <- paste0(head, header, paste(unlist(sec), collapse = "\n"), "</body></html>")
   file <- file.path(out_dir, "report.html")
   tmp <- paste0(file, ".tmp")
   writeLines(html, tmp, useBytes = TRUE)
@@ -143,29 +149,32 @@ write_index_html <- function(results_dirs, file) {
       paste0("file://", target)
     nomo <- res$nomogram$model %||% names(res$models)[length(res$models)]
     cohorts <- unlist(res$cohorts)
-    cell <- function(fun) paste(vapply(cohorts, function(co) sprintf("%s: %s", html_escape(co), fun(co)), ""),
-                                collapse = "<br/>")
+    cell <- function(fun) {
+      paste(vapply(cohorts, function(co) sprintf("%s: %s", html_escape(co), fun(co)), ""), collapse = "<br/>")
+    }
     c_model <- cell(function(co) {
       m <- res$models[[nomo]][[co]]
       if (is.null(m)) "NA" else sprintf("%.3f (%.3f-%.3f)", num(m$c_index), num(m$ci_lower), num(m$ci_upper))
     })
-    c_oracle <- if (is.null(res$oracle_c)) "" else cell(function(co) sprintf("%.3f", num(res$oracle_c[[co]]$total)))
+    c_oracle <- ""
+    if (!is.null(res$oracle_c)) c_oracle <- cell(function(co) sprintf("%.3f", num(res$oracle_c[[co]]$total)))
     hr <- if (is.null(res$cutpoint)) "" else cell(function(co) {
       h <- res$cutpoint$cohorts[[co]]
       sprintf("%.2f (P %s)", num(h$hr), format_p(num(h$logrank_p)))
     })
     err <- if (length(res$errors)) sprintf('<span class="error">%s</span>',
                                            html_escape(paste(names(res$errors), collapse = ", "))) else "none"
-    sprintf('<tr><td><a href="%s">%s</a></td><td>%s</td><td>%s<br/><small>model %s</small></td><td>%s</td><td>%s</td><td>%s</td></tr>',
+    sprintf(paste0("<tr><td><a href=\"%s\">%s</a></td><td>%s</td><td>%s<br/><small>model %s</small></td>",
+                   "<td>%s</td><td>%s</td><td>%s</td></tr>"),
             html_escape(link), html_escape(res$study), html_escape(toupper(res$endpoint)), c_model,
             html_escape(nomo), c_oracle, hr, err)
   })
   html <- sprintf(paste0(
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/><title>deepnomo studies</title>',
-    '<style>%s</style></head><body><h1>Study designs</h1><table id="studies"><thead><tr>',
-    '<th>Study</th><th>Endpoint</th><th>C-index of the nomogram model (95%% CI)</th>',
-    '<th>Oracle C (true total risk)</th><th>Risk groups: HR high vs low (log-rank)</th>',
-    '<th>Failed stages</th></tr></thead><tbody>%s</tbody></table></body></html>'),
+    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>deepnomo studies</title>",
+    "<style>%s</style></head><body><h1>Study designs</h1><table id=\"studies\"><thead><tr>",
+    "<th>Study</th><th>Endpoint</th><th>C-index of the nomogram model (95%% CI)</th>",
+    "<th>Oracle C (true total risk)</th><th>Risk groups: HR high vs low (log-rank)</th>",
+    "<th>Failed stages</th></tr></thead><tbody>%s</tbody></table></body></html>"),
     report_css(), paste(unlist(rows), collapse = "\n"))
   dir.create(dirname(file), recursive = TRUE, showWarnings = FALSE)
   tmp <- paste0(file, ".tmp")
@@ -191,9 +200,13 @@ html_table <- function(df, id = NULL) {
     x <- df[[nm]]
     if (is.numeric(x)) {
       whole <- all(is.na(x) | x == round(x))
-      out <- if (grepl("(^p$|^p_|_p$|_p_|^p value)", nm)) format_p(x) else if (whole) {
+      out <- if (grepl("(^p$|^p_|_p$|_p_|^p value)", nm)) {
+        format_p(x)
+      } else if (whole) {
         formatC(x, format = "d", big.mark = "")
-      } else formatC(x, digits = 3, format = "fg", flag = "#")
+      } else {
+        formatC(x, digits = 3, format = "fg", flag = "#")
+      }
       out[is.na(x)] <- ""
       sub("\\.$", "", out)
     } else {
@@ -201,11 +214,13 @@ html_table <- function(df, id = NULL) {
     }
   }, character(nrow(df)))
   if (!is.matrix(cells)) cells <- matrix(cells, nrow = nrow(df))
-  sprintf('<table%s><thead><tr>%s</tr></thead><tbody>%s</tbody></table>',
-          if (is.null(id)) "" else sprintf(' id="%s"', id),
+  rows <- apply(cells, 1, function(r) {
+    paste0("<tr>", paste(sprintf("<td>%s</td>", r), collapse = ""), "</tr>")
+  })
+  sprintf("<table%s><thead><tr>%s</tr></thead><tbody>%s</tbody></table>",
+          if (is.null(id)) "" else sprintf(" id=\"%s\"", id),
           paste(sprintf("<th>%s</th>", html_escape(names(df))), collapse = ""),
-          paste(apply(cells, 1, function(r) paste0("<tr>", paste(sprintf("<td>%s</td>", r), collapse = ""),
-                                                  "</tr>")), collapse = "\n"))
+          paste(rows, collapse = "\n"))
 }
 
 reference_model <- function(res) {
@@ -219,7 +234,8 @@ performance_table <- function(res) {
   for (m in names(res$models)) for (co in names(res$models[[m]])) {
     r <- res$models[[m]][[co]]
     row <- data.frame(model = m, cohort = co,
-                      `C (95% CI)` = sprintf("%.3f (%.3f-%.3f)", num(r$c_index), num(r$ci_lower), num(r$ci_upper)),
+                      `C (95% CI)` = sprintf("%.3f (%.3f-%.3f)", num(r$c_index), num(r$ci_lower),
+                                             num(r$ci_upper)),
                       `P vs 0.5` = format_p(num(r$p_vs_half)), check.names = FALSE)
     cmp <- Filter(function(x) x$model == m && x$cohort == co, res$comparisons)
     get <- function(method, what) {
@@ -259,7 +275,8 @@ truth_table <- function(res, cohorts) {
       rows[[length(rows) + 1L]] <- row
     }
   }
-  c("<p>Harrell's C of each signature as produced, next to the C of the true risk (the ceiling any signature can reach on these patients).</p>",
+  c(paste("<p>Harrell's C of each signature as produced, next to the C of the true risk",
+          "(the ceiling any signature can reach on these patients).</p>"),
     html_table(do.call(rbind, rows), id = "truth-table"))
 }
 
@@ -271,7 +288,8 @@ calibration_table <- function(res) {
     rows[[length(rows) + 1L]] <- data.frame(cohort = co, months = t, hl_chi2 = num(r$hl_chi2),
                                             df = num(r$df), hl_p = num(r$p))
   }
-  c("<p>Hosmer-Lemeshow-type test for censored data (D'Agostino-Nam) of the nomogram model; the training cohort also shows the bootstrap-corrected curve.</p>",
+  c(paste("<p>Hosmer-Lemeshow-type test for censored data (D'Agostino-Nam) of the nomogram model;",
+          "the training cohort also shows the bootstrap-corrected curve.</p>"),
     html_table(do.call(rbind, rows)))
 }
 
@@ -283,7 +301,8 @@ cutpoint_table <- function(res) {
     data.frame(cohort = co, hr = num(r$hr), lower = num(r$hr_lower), upper = num(r$hr_upper),
                logrank_p = num(r$logrank_p))
   })
-  c(sprintf("<p>Cutpoint of the %s model score learned on the training cohort (maximally selected log-rank statistic) and applied unchanged: %.4f.</p>",
+  c(sprintf(paste("<p>Cutpoint of the %s model score learned on the training cohort (maximally",
+                  "selected log-rank statistic) and applied unchanged: %.4f.</p>"),
             html_escape(cp$model), num(cp$value)),
     html_table(do.call(rbind, rows)))
 }
@@ -293,118 +312,25 @@ nomogram_widget <- function(spec) {
   json <- jsonlite::toJSON(spec, auto_unbox = TRUE, digits = NA, na = "null", null = "null")
   json <- gsub("</", "<\\/", json, fixed = TRUE)
   check <- spec$check
-  check_html <- if (length(check)) {
-    df <- do.call(rbind, lapply(check, function(r) as.data.frame(lapply(r, function(v) if (is.null(v)) NA else v),
-                                                               check.names = FALSE)))
-    c("<p>R's values for a few patients (nomogram_score; <code>predict_lp</code> from predict() on the model):</p>",
-      html_table(df, id = "nomo-check"))
-  } else ""
+  check_html <- ""
+  if (length(check)) {
+    as_row <- function(r) as.data.frame(lapply(r, function(v) if (is.null(v)) NA else v), check.names = FALSE)
+    check_html <- c(paste("<p>R's values for a few patients (nomogram_score; <code>predict_lp</code>",
+                          "from predict() on the model):</p>"),
+                    html_table(do.call(rbind, lapply(check, as_row)), id = "nomo-check"))
+  }
   c('<h3>Calculator</h3><div id="nomo-calc"><div id="nomo-inputs"></div>',
     '<p>Total points: <b id="nomo-total" data-value="">-</b></p><div id="nomo-outputs"></div></div>',
     sprintf('<script type="application/json" id="nomo-spec">%s</script>', json),
     sprintf("<script>%s</script>", nomogram_js()), check_html)
 }
 
-nomogram_js <- function() {
-  paste(c(
-    "(function () {",
-    "  'use strict';",
-    "  var spec = JSON.parse(document.getElementById('nomo-spec').textContent);",
-    "  var derived = spec.derived || {};",
-    "  var preds = spec.predictors;",
-    "  var first = (spec.check && spec.check.length) ? spec.check[0] : {};",
-    "  var inputs = {};",
-    "  var box = document.getElementById('nomo-inputs');",
-    "  function baseInputs(name, acc) {",
-    "    var d = derived[name];",
-    "    if (!d) { if (acc.indexOf(name) < 0) acc.push(name); return acc; }",
-    "    if (d.indicator) { if (acc.indexOf(d.indicator) < 0) acc.push(d.indicator); return acc; }",
-    "    d.product.forEach(function (v) { baseInputs(v, acc); });",
-    "    return acc;",
-    "  }",
-    "  var names = [];",
-    "  preds.forEach(function (p) { baseInputs(p.name, names); });",
-    "  function predictor(name) { return preds.filter(function (p) { return p.name === name; })[0]; }",
-    "  function levelsOf(name) {",
-    "    var p = predictor(name);",
-    "    if (p && p.type === 'factor') return p.levels;",
-    "    for (var k in derived) { if (derived[k].indicator === name && derived[k].levels) return derived[k].levels; }",
-    "    return null;",
-    "  }",
-    "  names.forEach(function (name) {",
-    "    var row = document.createElement('label');",
-    "    row.textContent = name + ' ';",
-    "    var levels = levelsOf(name), el;",
-    "    if (levels) {",
-    "      el = document.createElement('select');",
-    "      levels.forEach(function (l) { var o = document.createElement('option'); o.value = l; o.textContent = l; el.appendChild(o); });",
-    "      if (first[name] !== undefined && first[name] !== null) el.value = String(first[name]);",
-    "    } else {",
-    "      el = document.createElement('input');",
-    "      el.type = 'number'; el.step = 'any';",
-    "      var p = predictor(name);",
-    "      if (p && p.range) { el.min = p.range[0]; el.max = p.range[1]; }",
-    "      el.value = (first[name] !== undefined && first[name] !== null) ? first[name] : (p && p.range ? (p.range[0] + p.range[1]) / 2 : 0);",
-    "    }",
-    "    el.id = 'nomo-' + name;",
-    "    el.addEventListener('input', update); el.addEventListener('change', update);",
-    "    row.appendChild(el);",
-    "    var pts = document.createElement('span');",
-    "    pts.className = 'pts';",
-    "    row.appendChild(pts);",
-    "    box.appendChild(row);",
-    "    inputs[name] = el;",
-    "  });",
-    "  var out = document.getElementById('nomo-outputs');",
-    "  var times = spec.baseline_survival.times, s0 = spec.baseline_survival.s0;",
-    "  if (!Array.isArray(times)) { times = [times]; s0 = [s0]; }",
-    "  times.forEach(function (t) {",
-    "    var p = document.createElement('p');",
-    "    p.innerHTML = 'Predicted ' + t + '-month survival: <b id=\"nomo-surv-' + t + '\" data-value=\"\">-</b>';",
-    "    out.appendChild(p);",
-    "  });",
-    "  function value(name) {",
-    "    var d = derived[name];",
-    "    if (d && d.indicator) return String(inputs[d.indicator].value) === String(d.level) ? 1 : 0;",
-    "    if (d && d.product) return value(d.product[0]) * value(d.product[1]);",
-    "    var el = inputs[name];",
-    "    return el.tagName === 'SELECT' ? el.value : parseFloat(el.value);",
-    "  }",
-    "  function update() {",
-    "    var total = 0, ok = true;",
-    "    preds.forEach(function (p) {",
-    "      var x = value(p.name), pts;",
-    "      if (p.type === 'factor') { var i = p.levels.indexOf(String(x)); pts = i < 0 ? NaN : (Array.isArray(p.points) ? p.points[i] : p.points); }",
-    "      else { pts = p.a + p.b * x; }",
-    "      if (!isFinite(pts)) ok = false;",
-    "      total += pts;",
-    "      var el = inputs[p.name];",
-    "      if (el) { var span = el.parentNode.querySelector('.pts'); span.id = 'nomo-points-' + p.name; span.setAttribute('data-value', pts); span.textContent = ' ' + (isFinite(pts) ? pts.toFixed(1) : '?') + ' points'; }",
-    "    });",
-    "    var tot = document.getElementById('nomo-total');",
-    "    tot.setAttribute('data-value', ok ? total : '');",
-    "    tot.textContent = ok ? total.toFixed(1) : 'invalid input';",
-    "    var lp = spec.total_points_to_lp.intercept + spec.total_points_to_lp.slope * total;",
-    "    times.forEach(function (t, i) {",
-    "      var s = Math.pow(s0[i], Math.exp(lp));",
-    "      var el = document.getElementById('nomo-surv-' + t);",
-    "      el.setAttribute('data-value', ok ? s : '');",
-    "      el.textContent = ok ? (100 * s).toFixed(1) + '%' : 'invalid input';",
-    "    });",
-    "  }",
-    "  update();",
-    "})();"), collapse = "\n")
-}
+nomogram_js <- function() report_asset("nomogram.js")
 
-report_css <- function() {
-  paste(
-    "body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1150px;padding:0 16px 40px;color:#222}",
-    "h1{margin-bottom:4px}h2{border-bottom:2px solid #2b5d8a;padding-bottom:3px;margin-top:36px}",
-    "nav a{margin:0 2px;color:#2b5d8a}table{border-collapse:collapse;margin:8px 0 16px;font-size:12px}",
-    "th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}th{background:#eef3f8}",
-    "tbody tr:nth-child(even){background:#fafafa}figure{display:inline-block;margin:6px;vertical-align:top}",
-    "img{max-width:100%;border:1px solid #eee}.error{color:#a00;background:#fee;padding:6px;border:1px solid #e99}",
-    "#nomo-calc{background:#f5f8fb;border:1px solid #c9d6e3;padding:10px;display:inline-block}",
-    "#nomo-inputs label{display:block;margin:4px 0}#nomo-inputs input,#nomo-inputs select{width:140px}",
-    ".pts{color:#2b5d8a;margin-left:6px}")
+report_css <- function() report_asset("report.css")
+
+report_asset <- function(name) {
+  path <- system.file("report", name, package = "deepnomo")
+  if (!nzchar(path)) stop(sprintf("report asset '%s' is not installed with deepnomo", name), call. = FALSE)
+  paste(readLines(path, warn = FALSE), collapse = "\n")
 }

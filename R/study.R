@@ -73,7 +73,9 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
     data <- load_study_table(table, manifest)
     st$data <- prepare_study_table(data, design)
   })
-  if (!is.null(st$errors$load)) stop(sprintf("run_study(%s): %s", design$study, st$errors$load), call. = FALSE)
+  if (!is.null(st$errors$load)) {
+    stop(sprintf("run_study(%s): %s", design$study, st$errors$load), call. = FALSE)
+  }
   data <- st$data
   ep <- design$endpoint
   is_train <- data$cohort == design$cohorts$train
@@ -156,7 +158,8 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
       utils::head(which(data$cohort == co & stats::complete.cases(data[inputs])), 3L)
     }))
     sc <- nomogram_score(nomo, data[check_rows, inputs, drop = FALSE])
-    base <- intersect(unlist(lapply(design$derived, function(d) c(d$indicator, unlist(d$product)))), names(data))
+    base <- unlist(lapply(design$derived, function(d) c(d$indicator, unlist(d$product))))
+    base <- intersect(base, names(data))
     check <- data[check_rows, unique(c("patient_id", "cohort", base, inputs)), drop = FALSE]
     for (k in names(sc)) if (k == "total_points" || grepl("^surv_", k)) check[[k]] <- sc[[k]]
     check[[paste0("predict_lp")]] <- stats::predict(fits[[design$nomogram]], check, type = "lp")

@@ -56,8 +56,8 @@ subgroup_analysis <- function(data, endpoint, group, by, min_events = 5) {
   for (v in by) {
     x <- data[[v]]
     if (is.numeric(x) && length(unique(x[!is.na(x)])) > 2L) {
-      stop(sprintf("subgroup_analysis(): `by` column '%s' is numeric with more than two values; cut it into a factor first", v),
-           call. = FALSE)
+      stop(sprintf(paste("subgroup_analysis(): `by` column '%s' is numeric with more than two values;",
+                         "cut it into a factor first"), v), call. = FALSE)
     }
     x <- droplevels(as.factor(x))
     p_int <- interaction_lrt(time, event, g, x)

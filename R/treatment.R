@@ -82,7 +82,8 @@ treatment_decision <- function(data, endpoint, treatment, prognostic, predictive
   }
   by_arm <- tapply(d[[tcol[2]]], d[[treatment]], sum)
   if (any(by_arm == 0)) {
-    stop(sprintf("treatment_decision(): arm '%s' has no events in the training data; the interaction model is not estimable",
+    stop(sprintf(paste("treatment_decision(): arm '%s' has no events in the training data;",
+                       "the interaction model is not estimable"),
                  names(by_arm)[by_arm == 0][1]), call. = FALSE)
   }
   q <- function(x) if (length(x)) paste0("`", x, "`") else character()
@@ -329,7 +330,8 @@ km_curves <- function(time, event, strata) {
   nm <- sub("^strata=", "", names(fit$strata))
   s <- rep(nm, fit$strata)
   out <- data.frame(strata = c(nm, s), time = c(rep(0, length(nm)), fit$time),
-                    surv = c(rep(1, length(nm)), fit$surv), n_risk = c(as.numeric(table(strata)[nm]), fit$n.risk),
+                    surv = c(rep(1, length(nm)), fit$surv),
+                    n_risk = c(as.numeric(table(strata)[nm]), fit$n.risk),
                     stringsAsFactors = FALSE)
   out[order(out$strata, out$time), , drop = FALSE]
 }

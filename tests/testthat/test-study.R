@@ -65,8 +65,8 @@ test_that("results.json numbers equal direct computations, with everything learn
   }
   # cutpoint learned on the training scores only, then locked. The rms linear predictor
   # differs from coxph's by a constant (centring); find it from the nomogram check rows.
-  chk <- as.data.frame(do.call(rbind, lapply(j$nomogram$check, function(r) unlist(r[c("age", "ebv_dna",
-                                                                                    "sig_dl_a", "sig_dl_b", "predict_lp")]))))
+  cols <- c("age", "ebv_dna", "sig_dl_a", "sig_dl_b", "predict_lp")
+  chk <- as.data.frame(do.call(rbind, lapply(j$nomogram$check, function(r) unlist(r[cols]))))
   offset <- mean(stats::predict(fit, newdata = chk, type = "lp") - chk$predict_lp)
   lp_train <- stats::predict(fit, newdata = train, type = "lp")
   cp <- find_cutpoint(lp_train, train$dfs_time, train$dfs_event)
