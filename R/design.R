@@ -26,8 +26,8 @@
 #'   (1 where the column equals the level) or `{product: [a, b]}`;
 #' - `impute_median`: numeric columns whose missing values are filled with the
 #'   training median;
-#' - `truth`: `imaging`, `total` (synthetic ground-truth columns; by default
-#'   the `truth_*` columns whose names contain `imaging` / `total`);
+#' - `truth`: `imaging`, `total` (synthetic ground-truth linear predictors;
+#'   default `truth_lp_imaging` and `truth_lp`; skipped when not in the table);
 #' - `analyses`: which of `baseline`, `univariate`, `selection`, `nomogram`,
 #'   `calibration`, `cutpoint`, `km`, `td_roc`, `subgroups`,
 #'   `treatment_decision`, `chemo_benefit` to run (model fitting and the

@@ -43,9 +43,9 @@ study_report <- function(out_dir) {
             html_escape(name), if (is.null(caption)) "" else sprintf("<figcaption>%s</figcaption>",
                                                                      html_escape(caption)))
   }
-  figs <- names(res$figures)
+  figs <- as.character(names(res$figures))
   figs_like <- function(prefix) paste(vapply(figs[startsWith(figs, prefix)], fig, ""), collapse = "\n")
-  tabs <- names(res$tables)
+  tabs <- as.character(names(res$tables))
   cohorts <- unlist(res$cohorts)
   sec <- list()
   add <- function(id, title, ...) {

@@ -90,7 +90,15 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
 
   if (run("baseline")) st$stage("baseline", {
     vars <- unique(c(design$candidates, design$signatures))
-    tab <- baseline_table(data, by = "cohort", vars = vars)
+    bd <- data
+    bd$cohort <- factor(bd$cohort, levels = cohorts)
+    for (v in vars) {
+      x <- bd[[v]]
+      if (is.numeric(x) && all(x %in% c(0, 1, NA))) {
+        bd[[v]] <- factor(x, levels = 0:1, labels = c("no", "yes"))
+      }
+    }
+    tab <- baseline_table(bd, by = "cohort", vars = vars)
     st$table("baseline", tab)
   })
   if (run("univariate")) st$stage("univariate", {
@@ -150,7 +158,14 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
   nomo <- NULL
   if (run("nomogram")) st$stage("nomogram", {
     need(st, "models")
-    nomo <- build_nomogram(fits[[design$nomogram]], times = design$times)
+    fit <- fits[[design$nomogram]]
+    times <- design$times[design$times < max(fit$y[, 1])]
+    if (length(times) < length(design$times)) {
+      message(sprintf("[%s] nomogram: time(s) %s beyond the training follow-up are left out", design$study,
+                      paste(setdiff(design$times, times), collapse = ", ")))
+    }
+    if (!length(times)) stop("every design time is beyond the training follow-up", call. = FALSE)
+    nomo <- build_nomogram(fit, times = times)
     st$figure("nomogram", nomo, width = 9, height = 2.2 + 0.55 * (length(nomo$predictors) + 3))
     spec <- nomogram_spec(nomo)
     inputs <- vapply(spec$predictors, function(p) p$name, "")
@@ -182,6 +197,11 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
       d <- d[stats::complete.cases(d[all_vars(vars)]), , drop = FALSE]
       res$calibration[[co]] <- list()
       for (t in design$calibration$times) {
+        if (t >= min(max(d[[paste0(ep, "_time")]]), max(fit$y[, 1]))) {
+          message(sprintf("[%s] calibration: %s months is beyond the follow-up of cohort '%s' or of the fit",
+                          design$study, format_time(t), co))
+          next
+        }
         set.seed(seed)
         cal <- calibration_test(fit, d, time = t, groups = design$calibration$groups,
                                 B = if (co == design$cohorts$train) design$calibration$B else 0)
@@ -479,17 +499,12 @@ cox_coef_table <- function(fit) {
 }
 
 truth_columns <- function(data, design) {
-  if (!is.null(design$truth)) {
-    truth <- unlist(design$truth)
-    miss <- setdiff(truth, names(data))
-    if (length(miss)) stop(sprintf("truth column(s) not in the table: %s", paste(miss, collapse = ", ")),
-                           call. = FALSE)
-    return(truth)
+  truth <- unlist(design$truth %||% list(imaging = "truth_lp_imaging", total = "truth_lp"))
+  miss <- setdiff(truth, names(data))
+  if (length(miss)) {
+    message(sprintf("no oracle C-index: truth column(s) %s not in the table", paste(miss, collapse = ", ")))
   }
-  cols <- grep("^truth_", names(data), value = TRUE)
-  cols <- cols[!grepl("surv", cols)]
-  out <- c(imaging = grep("imaging", cols, value = TRUE)[1], total = grep("total", cols, value = TRUE)[1])
-  out[!is.na(out)]
+  truth[truth %in% names(data)]
 }
 
 models_json <- function(cmp, times) {

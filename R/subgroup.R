@@ -9,8 +9,9 @@
 #' converging or returning an infinite estimate) or the level has fewer than
 #' `min_events` events, the estimate comes from Firth's penalized likelihood
 #' ([firth_cox()], profile-likelihood CI, Heinze & Schemper 2002) and column
-#' `method` says `"firth"`; otherwise `"cox"`. A level without any event gets
-#' `method = "none"` and NA estimates.
+#' `method` says `"firth"`; otherwise `"cox"`. A level with fewer than two
+#' events, or where `group` takes one value only, gets `method = "none"` and
+#' NA estimates.
 #'
 #' The interaction p-value of each `by` variable is the likelihood ratio test
 #' of \eqn{group \times by} (model `group + by` against `group * by`, both
@@ -170,7 +171,7 @@ group_hr <- function(time, event, x, min_events = 5) {
   x <- x[ok]
   out <- data.frame(n = length(time), events = sum(event), hr = NA_real_, lower = NA_real_,
                     upper = NA_real_, p_value = NA_real_, method = "none", stringsAsFactors = FALSE)
-  if (sum(event) == 0L || length(unique(x)) < 2L) return(out)
+  if (sum(event) < 2L || length(unique(x)) < 2L) return(out)
   d <- data.frame(time = time, event = event, x = x)
   monotone <- is.factor(x) && any(tapply(event, x, sum) == 0)
   fit <- NULL

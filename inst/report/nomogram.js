@@ -83,5 +83,12 @@
       el.textContent = ok ? (100 * s).toFixed(1) + '%' : 'invalid input';
     });
   }
+  // Values given in the address, e.g. report.html#age=59&sex=female, fill the inputs.
+  location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
+    var i = kv.indexOf('=');
+    if (i < 1) return;
+    var el = inputs[decodeURIComponent(kv.slice(0, i))];
+    if (el) el.value = decodeURIComponent(kv.slice(i + 1));
+  });
   update();
 })();

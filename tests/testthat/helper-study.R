@@ -24,7 +24,7 @@ simulate_study_table <- function(n_train = 240, n_test = 160, seed = 42) {
     os_time = pmin(t_event * 1.3, t_cens), os_event = as.integer(t_event * 1.3 <= t_cens),
     sig_dl_a = z_img + rnorm(n, sd = 0.6), sig_dl_b = z_img + rnorm(n, sd = 1.2),
     sig_dl_predictive = z_pred + rnorm(n, sd = 0.3),
-    truth_lp_imaging = lp_img, truth_lp_total = lp,
+    truth_lp_imaging = lp_img, truth_lp = lp,
     stringsAsFactors = FALSE
   )
 }

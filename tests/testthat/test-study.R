@@ -53,7 +53,7 @@ test_that("results.json numbers equal direct computations, with everything learn
                  as.data.frame(td_auc(lp, dd$dfs_time, dd$dfs_event, times = 60))$auc, tolerance = 1e-8)
     s <- c_index(dd$sig_dl_b, dd$dfs_time, dd$dfs_event)
     expect_equal(j$signatures$sig_dl_b[[co]]$c_index, s$estimate, tolerance = 1e-12)
-    expect_equal(j$oracle_c[[co]]$total, c_index(dd$truth_lp_total, dd$dfs_time, dd$dfs_event)$estimate,
+    expect_equal(j$oracle_c[[co]]$total, c_index(dd$truth_lp, dd$dfs_time, dd$dfs_event)$estimate,
                  tolerance = 1e-12)
     k <- compare_c_index(lp, stats::predict(
       survival::coxph(stats::as.formula(paste("survival::Surv(dfs_time, dfs_event) ~",
@@ -101,6 +101,35 @@ test_that("report.html is self-contained with every section", {
   idx <- paste(readLines(index), collapse = "\n")
   expect_true(grepl("study_small/report.html", idx, fixed = TRUE))
   expect_true(grepl(sprintf("%.3f", run$json$models$combined$test$c_index), idx, fixed = TRUE))
+})
+
+test_that("the interactive nomogram in a headless browser equals R's predictions", {
+  browser <- Sys.which(c("chromium", "chromium-browser", "google-chrome"))
+  browser <- browser[nzchar(browser)]
+  skip_if(length(browser) == 0L, "no Chromium for the browser check")
+  run <- study_run()
+  page <- normalizePath(file.path(run$out, "report.html"))
+  checks <- run$json$nomogram$check
+  for (r in checks[c(1L, length(checks))]) {
+    inputs <- r[c("age", "ebv_dna", "sig_dl_a", "sig_dl_b")]
+    hash <- paste(sprintf("%s=%s", names(inputs), vapply(inputs, function(v) format(v, digits = 17), "")),
+                  collapse = "&")
+    err <- tempfile()
+    dom <- system2(browser[[1]], c("--headless", "--no-sandbox", "--disable-gpu",
+                                   "--disable-background-networking", "--enable-logging=stderr", "--v=0",
+                                   "--dump-dom",
+                                   shQuote(paste0("file://", page, "#", hash))),
+                   stdout = TRUE, stderr = err, timeout = 120)
+    dom <- paste(dom, collapse = "\n")
+    value <- function(id) {
+      m <- regmatches(dom, regexpr(sprintf("id=\"%s\" data-value=\"[^\"]*\"", id), dom))
+      as.numeric(sub(".*data-value=\"([^\"]*)\"", "\\1", m))
+    }
+    expect_equal(value("nomo-total"), r$total_points, tolerance = 1e-9)
+    expect_equal(value("nomo-surv-36"), r$surv_36, tolerance = 1e-9)
+    expect_equal(value("nomo-surv-60"), r$surv_60, tolerance = 1e-9)
+    expect_false(any(grepl("Uncaught|SyntaxError", readLines(err, warn = FALSE))))
+  }
 })
 
 test_that("designs: unknown keys, missing cohorts and signatures give clear errors", {
