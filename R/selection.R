@@ -103,14 +103,16 @@ select_cox <- function(data, endpoint, candidates, method = c("backward", "both"
 #' An rms::cph fit with the datadist of its data stored in the fit
 #'
 #' The formula is written literally into the call, so `update(fit, data = )`
-#' refits on other data.
+#' refits on other data. The convergence criterion is that of `coxph`
+#' (`eps = 1e-9`, singularity tolerance near `coxph`'s `toler.chol`), so the
+#' coefficients equal the `coxph` fit's.
 #' @noRd
 fit_cph <- function(formula, data, time_inc) {
   dd <- rms::datadist(data)
   old <- options(datadist = dd)
   on.exit(options(old), add = TRUE)
   eval(bquote(rms::cph(.(formula), data = data, x = TRUE, y = TRUE, surv = TRUE,
-                       time.inc = .(time_inc))))
+                       time.inc = .(time_inc), eps = 1e-9, tol = 1e-12)))
 }
 
 #' Stop when a candidate is a linear combination of others
