@@ -23,7 +23,9 @@
 #' When `data` is the data the model was fit on (same response), and `B > 0`,
 #' the bootstrap overfitting-corrected calibration of [rms::calibrate()]
 #' (`cmethod = "KM"`, `u = time`, `m` = patients per group, `B` resamples) is
-#' added; the model is refit with `time.inc = time` for it when needed.
+#' added; the model is refit with `time.inc = time` for it when needed. The
+#' warnings `rms::calibrate` gives for resamples in which a risk interval has
+#' fewer than 2 patients are counted and reported in one message.
 #'
 #' @param fit An [rms::cph()] fit (`x = TRUE, y = TRUE, surv = TRUE`) or a
 #'   `cox_selection`.
@@ -137,10 +139,22 @@ calibrate_bootstrap <- function(fit, data, time, groups, B, seed) {
   if (abs(fit$time.inc - time) > 1e-8) {
     fit <- stats::update(fit, data = data, time.inc = time, x = TRUE, y = TRUE, surv = TRUE)
   }
+  sparse <- 0L
   utils::capture.output(
-    cal <- with_seed(seed, rms::calibrate(fit, u = time, cmethod = "KM",
-                                          m = floor(nrow(data) / groups), B = B))
+    cal <- withCallingHandlers(
+      with_seed(seed, rms::calibrate(fit, u = time, cmethod = "KM",
+                                     m = floor(nrow(data) / groups), B = B)),
+      warning = function(w) {
+        if (grepl("interval had < 2 observations", conditionMessage(w))) {
+          sparse <<- sparse + 1L
+          invokeRestart("muffleWarning")
+        }
+      })
   )
+  if (sparse > 0L) {
+    message(sprintf(paste0("calibration_test(): rms::calibrate found a risk interval with < 2 ",
+                           "observations %d time(s) over %d resamples"), sparse, B))
+  }
   data.frame(predicted = unname(cal[, "mean.predicted"]), observed = unname(cal[, "KM"]),
              corrected = unname(cal[, "KM.corrected"]))
 }

@@ -169,7 +169,7 @@ nomogram_score <- function(nomogram, newdata, round_points = FALSE) {
     }
     out[[paste0("points_", p$name)]] <- if (round_points) round(pts) else pts
   }
-  out$total_points <- rowSums(out)
+  out$total_points <- unname(rowSums(out))
   out$lp <- out$total_points / nomogram$scale + nomogram$offset
   for (i in seq_along(nomogram$times)) {
     out[[paste0("surv_", format(nomogram$times[i]))]] <- nomogram$baseline_surv[i]^exp(out$lp)
