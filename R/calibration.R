@@ -25,7 +25,8 @@
 #' (`cmethod = "KM"`, `u = time`, `m` = patients per group, `B` resamples) is
 #' added; the model is refit with `time.inc = time` for it when needed. The
 #' warnings `rms::calibrate` gives for resamples in which a risk interval has
-#' fewer than 2 patients are counted and reported in one message.
+#' fewer than 2 patients, or whose Cox fit did not converge, are counted and
+#' reported in one message.
 #'
 #' @param fit An [rms::cph()] fit (`x = TRUE, y = TRUE, surv = TRUE`) or a
 #'   `cox_selection`.
@@ -139,21 +140,26 @@ calibrate_bootstrap <- function(fit, data, time, groups, B, seed) {
   if (abs(fit$time.inc - time) > 1e-8) {
     fit <- stats::update(fit, data = data, time.inc = time, x = TRUE, y = TRUE, surv = TRUE)
   }
-  sparse <- 0L
+  counts <- c(sparse = 0L, convergence = 0L)
   utils::capture.output(
     cal <- withCallingHandlers(
       with_seed(seed, rms::calibrate(fit, u = time, cmethod = "KM",
                                      m = floor(nrow(data) / groups), B = B)),
       warning = function(w) {
-        if (grepl("interval had < 2 observations", conditionMessage(w))) {
-          sparse <<- sparse + 1L
+        msg <- conditionMessage(w)
+        kind <- if (grepl("interval had < 2 observations", msg)) "sparse" else
+          if (grepl("did not converge|may be infinite", msg)) "convergence" else NA
+        if (!is.na(kind)) {
+          counts[[kind]] <<- counts[[kind]] + 1L
           invokeRestart("muffleWarning")
         }
       })
   )
-  if (sparse > 0L) {
-    message(sprintf(paste0("calibration_test(): rms::calibrate found a risk interval with < 2 ",
-                           "observations %d time(s) over %d resamples"), sparse, B))
+  if (any(counts > 0L)) {
+    message(sprintf(paste0("calibration_test(): over %d rms::calibrate resamples: %d risk ",
+                           "interval(s) with < 2 observations, %d resample fit(s) with ",
+                           "convergence warnings"), B, counts[["sparse"]],
+                    counts[["convergence"]]))
   }
   data.frame(predicted = unname(cal[, "mean.predicted"]), observed = unname(cal[, "KM"]),
              corrected = unname(cal[, "KM.corrected"]))

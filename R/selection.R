@@ -112,7 +112,7 @@ fit_cph <- function(formula, data, time_inc) {
   old <- options(datadist = dd)
   on.exit(options(old), add = TRUE)
   eval(bquote(rms::cph(.(formula), data = data, x = TRUE, y = TRUE, surv = TRUE,
-                       time.inc = .(time_inc), eps = 1e-9, tol = 1e-12)))
+                       time.inc = .(time_inc), eps = 1e-9, tol = 1e-12, iter.max = 30)))
 }
 
 #' Stop when a candidate is a linear combination of others
