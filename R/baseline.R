@@ -192,8 +192,9 @@ write_baseline_table <- function(tab, file) {
     esc <- function(s) gsub("<", "&lt;", gsub("&", "&amp;", s))
     c("<table>", paste0("<thead><tr>", paste0("<th>", esc(colnames(cells)), "</th>",
                                               collapse = ""), "</tr></thead>"), "<tbody>",
-      apply(cells, 1, function(r) paste0("<tr>", paste0("<td>", esc(r), "</td>", collapse = ""),
-                                         "</tr>")), "</tbody>", "</table>")
+      apply(cells, 1, function(r) {
+        paste0("<tr>", paste0("<td>", esc(r), "</td>", collapse = ""), "</tr>")
+      }), "</tbody>", "</table>")
   } else {
     c(paste0("| ", paste(colnames(cells), collapse = " | "), " |"),
       paste0("|", paste(rep("---", ncol(cells)), collapse = "|"), "|"),

@@ -12,10 +12,11 @@
 #' \eqn{KM_g} the Kaplan-Meier failure probability \eqn{1 - \hat S_{KM}(t)}.
 #' The D'Agostino-Nam (2003) Hosmer-Lemeshow-type statistic for censored data
 #' is
-#' \deqn{\chi^2 = \sum_g \frac{n_g (KM_g - \bar p_g)^2}{\bar p_g (1 - \bar p_g)}}{chi2 = sum_g n_g (KM_g - p_g)^2 / (p_g (1 - p_g))}
+#' \deqn{\chi^2 = \sum_g \frac{n_g (KM_g - \bar p_g)^2}{\bar p_g (1 - \bar p_g)}}{
+#' chi2 = sum_g n_g (KM_g - p_g)^2 / (p_g (1 - p_g))}
 #' on \eqn{G - 1} degrees of freedom (\eqn{G} groups with a defined
-#' Kaplan-Meier estimate at `time`; groups whose follow-up ends before `time`
-#' are reported with `observed = NA`, left out of the sum, and a warning is
+#' Kaplan-Meier estimate at `time`; groups whose follow-up ends, censored,
+#' before `time` are reported with `observed = NA`, left out of the sum, and a warning is
 #' given). This statistic is computed here; the Kaplan-Meier estimates and
 #' their log-scale confidence limits come from [survival::survfit()], the
 #' predictions from `rms::Survival(fit)(time, lp)` (equal to `rms::survest()`).
@@ -92,8 +93,9 @@ calibration_test <- function(fit, data, time, groups = 10, B = 200, bootstrap = 
   rows <- lapply(sort(unique(grp)), function(g) {
     i <- grp == g
     km <- survival::survfit(survival::Surv(tm[i], ev[i]) ~ 1)
-    defined <- max(tm[i]) >= time
-    s <- summary(km, times = min(time, max(tm[i])), extend = TRUE)
+    # defined when follow-up reaches `time` or the estimate has dropped to 0
+    defined <- max(tm[i]) >= time || min(km$surv) == 0
+    s <- summary(km, times = if (defined) time else max(tm[i]), extend = TRUE)
     data.frame(group = as.integer(g), n = sum(i), events = sum(ev[i] == 1 & tm[i] <= time),
                predicted = mean(pred[i]),
                observed = if (defined) s$surv else NA_real_,

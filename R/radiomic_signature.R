@@ -242,7 +242,9 @@ lasso_repeated_cv <- function(z, y, nfolds, repeats, k, lambda, ...) {
       lp <- drop(z[!tr, , drop = FALSE] %*% b)
       c_idx <- if (any(b != 0)) {
         survival::concordance(y[!tr] ~ lp, reverse = TRUE)$concordance
-      } else 0.5
+      } else {
+        0.5
+      }
       rows[[length(rows) + 1L]] <- data.frame(`repeat` = r, fold = f, n_features = sum(b != 0),
                                               c_index = c_idx, check.names = FALSE)
       coefs[[length(coefs) + 1L]] <- b

@@ -55,6 +55,26 @@ test_that("on training data the rms::calibrate bootstrap curve is added, seeded"
   expect_true(all(file.size(f) > 1000))
 })
 
+test_that("a group whose patients all die before the time has observed survival 0", {
+  sel <- lung_model()
+  d <- sel$data
+  risk <- 1 - rms::survest(sel$fit, newdata = d, times = 24)$surv
+  top <- risk >= quantile(risk, 0.75)
+  d$os_event[top] <- 1L
+  d$os_time[top] <- pmin(d$os_time[top], 20)
+  cal <- calibration_test(sel, d, time = 24, groups = 4, B = 0)
+  expect_equal(cal$groups$observed[4], 0)
+  p <- 1 - cal$groups$predicted
+  expect_equal(cal$test$df, 3L)
+  expect_equal(cal$test$chi2, sum(cal$groups$n * ((1 - cal$groups$observed) - p)^2 / (p * (1 - p))))
+  # censored before the time: left out with a warning
+  d$os_event[top] <- 0L
+  expect_warning(cal2 <- calibration_test(sel, d, time = 24, groups = 4, B = 0),
+                 "follow-up ends before time 24 in group\\(s\\) 4")
+  expect_true(is.na(cal2$groups$observed[4]))
+  expect_equal(cal2$test$df, 2L)
+})
+
 test_that("bad input is refused", {
   sel <- lung_model()
   expect_error(calibration_test(sel, sel$data, time = 400), "beyond the fit's last time")
