@@ -74,6 +74,11 @@ baseline_table <- function(data, by, vars, continuous = c("median_range", "media
     stop(sprintf("baseline_table(): `by` column %s has fewer than two groups", by), call. = FALSE)
   }
   groups <- levels(g)
+  clash <- intersect(groups, c("variable", "level", "p_value", "test"))
+  if (length(clash)) {
+    stop(sprintf("baseline_table(): `by` level(s) %s clash with the table's column names",
+                 paste(clash, collapse = ", ")), call. = FALSE)
+  }
   n_g <- table(g)
 
   pct <- function(k, n) sprintf("%d (%.*f%%)", k, digits, 100 * k / n)

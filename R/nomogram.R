@@ -17,7 +17,9 @@
 #' (\eqn{c} = `fit$center`), and survival \eqn{S(t) = S_0(t)^{\exp(lp)}} with
 #' \eqn{S_0(t)} = `rms::Survival(fit)(t, 0)` (the step-function Breslow-type
 #' estimate stored by `cph(surv = TRUE)`). Only linear numeric terms and
-#' factors (no splines, transformations or interactions) are supported.
+#' factors (no splines, transformations or interactions) are supported. The
+#' axes and the drawing are `rms`'s; reading the mappings off them, scoring
+#' and the plain description ([nomogram_spec()]) are written here.
 #'
 #' @param fit An [rms::cph()] fit with `x = TRUE, y = TRUE, surv = TRUE` and
 #'   stored variable limits (fit while a `datadist` was set), or a
@@ -40,8 +42,7 @@
 #' nomogram_score(nom, d[1:3, ])
 #' @export
 build_nomogram <- function(fit, times = c(36, 60), maxscale = 100,
-                           fun_at = c(0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1,
-                                      0.05)) {
+                           fun_at = c(0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1)) {
   fit <- as_cph(fit, "build_nomogram")
   if (!is.numeric(times) || !length(times) || anyNA(times) || any(times <= 0)) {
     stop("build_nomogram(): `times` must be positive numbers", call. = FALSE)
