@@ -62,7 +62,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -79,7 +79,7 @@ def is_done(out_dir: Path, key: str) -> bool:
 
 def load_result(out_dir: Path, key: str) -> dict:
     """The ``result.json`` record of a finished case (``result``, ``seconds``, ``peak_rss_mb``)."""
-    return json.loads((Path(out_dir) / key / RESULT_FILE).read_text())
+    return json.loads((Path(out_dir) / key / RESULT_FILE).read_text(encoding="utf-8"))
 
 
 def run_one(worker: Worker, key: str, payload: Any, out_dir: str) -> tuple[str, str | None]:
@@ -92,7 +92,8 @@ def run_one(worker: Worker, key: str, payload: Any, out_dir: str) -> tuple[str, 
         result = worker(payload, staging)
         record = {"key": key, "result": result, "seconds": time.perf_counter() - t0,
                   "peak_rss_mb": peak_rss_mb(), "pid": os.getpid()}
-        (staging / RESULT_FILE).write_text(json.dumps(record, indent=1, default=float))
+        (staging / RESULT_FILE).write_text(json.dumps(record, indent=1, default=float),
+                                           encoding="utf-8")
         target = out / key
         if target.exists():
             shutil.rmtree(target)
@@ -245,5 +246,6 @@ def normalize_task(payload: tuple, staging: Path) -> dict:
             shutil.copyfile(Path(prep_dir) / s["mask"], staging / s["mask"])
         series.append({**s, "steps": s["steps"] + steps})
     record = {"patient_id": prep["patient_id"], "reader": prep["reader"], "series": series}
-    (staging / "record.json").write_text(json.dumps(record, indent=1, default=float))
+    (staging / "record.json").write_text(json.dumps(record, indent=1, default=float),
+                                         encoding="utf-8")
     return record

@@ -34,6 +34,7 @@ DEFAULT_READER = "r1"
 
 _NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4,
                 1024: 8, 1280: 8, 1536: 16, 1792: 16, 2048: 32, 2304: 4}
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
 class ManifestError(ValueError):
@@ -214,7 +215,7 @@ def read_image(path: str | Path) -> sitk.Image:
         raise ImageReadError(f"{path}: unknown image type; expected one of "
                              f"{VOLUME_SUFFIXES + TILE_SUFFIXES} or a DICOM folder")
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)
+        _check_nifti(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -249,36 +250,38 @@ def _last_line(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """Raise :class:`ImageReadError` when a NIfTI file holds fewer bytes than its header says.
+def _check_nifti(path: Path) -> None:
+    """Refuse a NIfTI file that is truncated or holds NaN/infinite voxels.
 
-    ITK fills missing NIfTI data silently, so the check is made here.
+    ITK fills missing NIfTI data and reads NaN as 0 without a warning, so both
+    checks are made here on the raw bytes.
     """
-    gz = path.name.lower().endswith(".gz")
     try:
-        if gz:
+        if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as fh:
-                head = fh.read(352)
-                total = len(head)
-                while chunk := fh.read(1 << 20):
-                    total += len(chunk)
+                data = fh.read()
         else:
-            with open(path, "rb") as fh:
-                head = fh.read(352)
-            total = path.stat().st_size
+            data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
         raise ImageReadError(f"{path}: truncated or corrupt file ({exc})") from exc
-    if len(head) < 348:
-        raise ImageReadError(f"{path}: truncated file (header has {len(head)} of 348 bytes)")
-    endian = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
-    if struct.unpack(endian + "i", head[:4])[0] != 348:
+    if len(data) < 348:
+        raise ImageReadError(f"{path}: truncated file (header has {len(data)} of 348 bytes)")
+    endian = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    if struct.unpack(endian + "i", data[:4])[0] != 348:
         raise ImageReadError(f"{path}: not a NIfTI-1 file")
-    dim = struct.unpack(endian + "8h", head[40:56])
-    datatype = struct.unpack(endian + "h", head[70:72])[0]
-    bitpix = struct.unpack(endian + "h", head[72:74])[0]
-    vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
+    dim = struct.unpack(endian + "8h", data[40:56])
+    datatype = struct.unpack(endian + "h", data[70:72])[0]
+    bitpix = struct.unpack(endian + "h", data[72:74])[0]
+    vox_offset = int(struct.unpack(endian + "f", data[108:112])[0])
     nbytes = _NIFTI_BYTES.get(datatype, max(bitpix, 8) // 8)
     ndim = max(1, min(int(dim[0]), 7))
-    expected = vox_offset + int(np.prod([max(int(d), 1) for d in dim[1:ndim + 1]])) * nbytes
-    if total < expected:
-        raise ImageReadError(f"{path}: truncated file ({total} of {expected} bytes)")
+    count = int(np.prod([max(int(d), 1) for d in dim[1:ndim + 1]]))
+    expected = vox_offset + count * nbytes
+    if len(data) < expected:
+        raise ImageReadError(f"{path}: truncated file ({len(data)} of {expected} bytes)")
+    if datatype in _NIFTI_FLOATS:
+        vals = np.frombuffer(data, dtype=np.dtype(_NIFTI_FLOATS[datatype]).newbyteorder(endian),
+                             count=count, offset=vox_offset)
+        bad = int(np.count_nonzero(~np.isfinite(vals)))
+        if bad:
+            raise ImageReadError(f"{path}: {bad} NaN/infinite voxel(s)")

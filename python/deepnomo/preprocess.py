@@ -212,7 +212,7 @@ def zscore(image: sitk.Image, mask: sitk.Image | None = None) -> sitk.Image:
     Returns a float32 image; the whole image is transformed.
     """
     arr = sitk.GetArrayFromImage(image).astype(np.float64)
-    m = sitk.GetArrayViewFromImage(body_mask(image) if mask is None else mask) > 0
+    m = sitk.GetArrayFromImage(body_mask(image) if mask is None else mask) > 0
     if not m.any():
         raise CaseError("zscore: the body mask is empty")
     vals = arr[m]
@@ -261,7 +261,7 @@ class HistogramStandardizer:
     @staticmethod
     def _values(image: sitk.Image, mask: sitk.Image | None) -> np.ndarray:
         arr = sitk.GetArrayViewFromImage(image)
-        m = sitk.GetArrayViewFromImage(body_mask(image) if mask is None else mask) > 0
+        m = sitk.GetArrayFromImage(body_mask(image) if mask is None else mask) > 0
         vals = np.asarray(arr[m], dtype=np.float64)
         if vals.size == 0:
             raise CaseError("histogram standardisation: empty mask")
@@ -322,12 +322,12 @@ class HistogramStandardizer:
 
     def save(self, path: str | Path) -> None:
         """Write the fitted state as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> HistogramStandardizer:
         """Read a fitted state written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 # ----------------------------------------------------------------- pipeline ----
@@ -362,7 +362,7 @@ def load_config(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]
     elif isinstance(config, Mapping):
         raw = config
     else:
-        raw = yaml.safe_load(Path(config).read_text()) or {}
+        raw = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
         if not isinstance(raw, Mapping):
             raise ValueError(f"config {config}: expected a YAML mapping")
     unknown = sorted(set(raw) - set(DEFAULT_CONFIG))

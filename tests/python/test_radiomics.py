@@ -103,7 +103,7 @@ def test_ibsi_phantom_via_cli(tmp_path):
 
 
 def test_deviation_table_in_docs_matches_test():
-    text = (PRESET_DIR / "IBSI_DEVIATIONS.md").read_text()
+    text = (PRESET_DIR / "IBSI_DEVIATIONS.md").read_text(encoding="utf-8")
     listed = re.findall(r"^\| ([A-Z][^|]+?) \| [A-Z0-9]{4} \| `(original_[^`]+)`", text, re.M)
     assert {n: k for n, k in listed} == {n: v[0] for n, v in EXPECTED_DEVIATIONS.items()}
 

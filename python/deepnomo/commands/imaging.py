@@ -69,7 +69,7 @@ def run_preprocess(cases: Path, config: Path | dict | None, out: Path, workers: 
     if cfg["normalize"] == "histogram":
         hcfg = dict(cfg["histogram"])
         if hcfg.get("landmarks"):
-            stds = json.loads(Path(hcfg["landmarks"]).read_text())
+            stds = json.loads(Path(hcfg["landmarks"]).read_text(encoding="utf-8"))
         elif hcfg.get("fit"):
             stds = _fit_standardizers(records, prep_dir, hcfg)
             write_json_atomic(out / STANDARDIZER_FILE, stds)
