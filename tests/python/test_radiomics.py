@@ -166,3 +166,23 @@ def test_two_readers_two_tables_with_prefixes(tmp_path):
                 assert t.loc[i, f"{mod}_original_firstorder_Mean"] == pytest.approx(mean,
                                                                                     rel=1e-5)
     assert not (tmp_path / "feat.csv").exists()
+
+
+def test_multiscale_feature_families(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.normal(100, 20, (16, 24, 24)).astype(np.float32)
+    msk = np.zeros(arr.shape, np.uint8)
+    msk[5:11, 7:17, 7:17] = 1
+    from deepnomo.radiomics import extract_series
+
+    feats = extract_series(sitk.GetImageFromArray(arr), sitk.GetImageFromArray(msk),
+                           make_extractor("multiscale"))
+    # 14 shape features once, 93 intensity/texture features per image:
+    # original, 8 wavelet decompositions, LoG at 3 scales
+    assert len(feats) == 14 + 93 * 12 == 1130
+    kinds = pd.Series([k.split("_")[0] for k in feats]).value_counts()
+    assert kinds["original"] == 107
+    assert sum(v for k, v in kinds.items() if k.startswith("wavelet-")) == 8 * 93
+    assert sum(v for k, v in kinds.items() if k.startswith("log-sigma-")) == 3 * 93
+    assert {k.split("_")[1] for k in feats} == {"shape", "firstorder", "glcm", "glrlm",
+                                                "glszm", "gldm", "ngtdm"}
