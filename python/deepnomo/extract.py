@@ -17,6 +17,7 @@ The module also holds the per-case tasks of ``deepnomo preprocess`` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -72,9 +73,29 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def is_done(out_dir: Path, key: str) -> bool:
-    """Whether ``key`` has a finished case folder."""
-    return (Path(out_dir) / key / RESULT_FILE).is_file()
+def is_done(out_dir: Path, key: str, fingerprint: str | None = None) -> bool:
+    """Whether ``key`` has a finished case folder (made from inputs with ``fingerprint``)."""
+    path = Path(out_dir) / key / RESULT_FILE
+    if not path.is_file():
+        return False
+    return fingerprint is None or load_result(out_dir, key).get("fingerprint") == fingerprint
+
+
+def fingerprint(paths: list[Path | None], *settings: Any) -> str:
+    """Digest of input files (path, size, modification time) and settings.
+
+    A finished case whose fingerprint no longer matches is run again.
+    """
+    parts = []
+    for p in paths:
+        if p is None:
+            parts.append("-")
+            continue
+        p = Path(p)
+        st = p.stat() if p.exists() else None
+        parts.append(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}")
+    parts.append(json.dumps(settings, sort_keys=True, default=str))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def load_result(out_dir: Path, key: str) -> dict:
@@ -82,7 +103,8 @@ def load_result(out_dir: Path, key: str) -> dict:
     return json.loads((Path(out_dir) / key / RESULT_FILE).read_text(encoding="utf-8"))
 
 
-def run_one(worker: Worker, key: str, payload: Any, out_dir: str) -> tuple[str, str | None]:
+def run_one(worker: Worker, key: str, payload: Any, out_dir: str,
+            fp: str | None = None) -> tuple[str, str | None]:
     """Run one task into a staging folder and publish it; returns (key, failure reason)."""
     out = Path(out_dir)
     staging = out / STAGING_DIR / f"{key}.{uuid.uuid4().hex}"
@@ -90,7 +112,8 @@ def run_one(worker: Worker, key: str, payload: Any, out_dir: str) -> tuple[str, 
     t0 = time.perf_counter()
     try:
         result = worker(payload, staging)
-        record = {"key": key, "result": result, "seconds": time.perf_counter() - t0,
+        record = {"key": key, "fingerprint": fp, "result": result,
+                  "seconds": time.perf_counter() - t0,
                   "peak_rss_mb": peak_rss_mb(), "pid": os.getpid()}
         (staging / RESULT_FILE).write_text(json.dumps(record, indent=1, default=float),
                                            encoding="utf-8")
@@ -107,7 +130,8 @@ def run_one(worker: Worker, key: str, payload: Any, out_dir: str) -> tuple[str, 
 
 def run_tasks(tasks: Mapping[str, Any], worker: Worker, out_dir: str | Path, workers: int = 1,
               scheduler: str | None = None, prefailed: Mapping[str, str] | None = None,
-              progress: bool = True, desc: str = "cases") -> RunSummary:
+              progress: bool = True, desc: str = "cases",
+              fingerprints: Mapping[str, str] | None = None) -> RunSummary:
     """Run every unfinished task; see the module docstring.
 
     Parameters
@@ -119,6 +143,9 @@ def run_tasks(tasks: Mapping[str, Any], worker: Worker, out_dir: str | Path, wor
     scheduler : dask.distributed scheduler address; overrides ``workers``.
     prefailed : key -> reason for tasks known to be unusable (recorded, not run).
     progress : show a tqdm progress bar (on stderr).
+    desc : label of the progress bar.
+    fingerprints : key -> :func:`fingerprint` of its inputs; a finished case with
+        another fingerprint is redone.
 
     Returns
     -------
@@ -132,18 +159,19 @@ def run_tasks(tasks: Mapping[str, Any], worker: Worker, out_dir: str | Path, wor
     shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
     summary = RunSummary()
     prefailed = dict(prefailed or {})
+    fps = dict(fingerprints or {})
     todo = {}
     for key, payload in tasks.items():
         if key in prefailed:
             continue
-        if is_done(out, key):
+        if is_done(out, key, fps.get(key)):
             summary.skipped.append(key)
         else:
             todo[key] = payload
     for key, why in prefailed.items():
         _record(out, summary, key, why)
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, file=sys.stderr)
-    for key, why in _execute(todo, worker, str(out), workers, scheduler):
+    for key, why in _execute(todo, worker, str(out), workers, scheduler, fps):
         _record(out, summary, key, why)
         bar.update(1)
     bar.close()
@@ -162,7 +190,7 @@ def _record(out: Path, summary: RunSummary, key: str, why: str | None) -> None:
 
 
 def _execute(todo: Mapping[str, Any], worker: Worker, out: str, workers: int,
-             scheduler: str | None):
+             scheduler: str | None, fps: Mapping[str, str]):
     if not todo:
         return
     if scheduler:
@@ -170,7 +198,7 @@ def _execute(todo: Mapping[str, Any], worker: Worker, out: str, workers: int,
         from distributed import as_completed as dask_completed
 
         with Client(scheduler) as client:
-            futs = {client.submit(run_one, worker, k, p, out, pure=False): k
+            futs = {client.submit(run_one, worker, k, p, out, fps.get(k), pure=False): k
                     for k, p in todo.items()}
             for fut in dask_completed(list(futs)):
                 try:
@@ -180,11 +208,11 @@ def _execute(todo: Mapping[str, Any], worker: Worker, out: str, workers: int,
         return
     if workers <= 0:
         for k, p in todo.items():
-            yield run_one(worker, k, p, out)
+            yield run_one(worker, k, p, out, fps.get(k))
         return
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futs = {pool.submit(run_one, worker, k, p, out): k for k, p in todo.items()}
+        futs = {pool.submit(run_one, worker, k, p, out, fps.get(k)): k for k, p in todo.items()}
         for fut in as_completed(futs):
             try:
                 yield fut.result()

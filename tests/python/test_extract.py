@@ -220,3 +220,24 @@ def test_preprocess_cli_histogram_fit_then_locked(tmp_path):
     a = sitk.ReadImage(str(tmp_path / "out" / out_manifest.loc[1, "image"]))
     b = sitk.ReadImage(str(tmp_path / "out2" / out_manifest.loc[1, "image"]))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+def test_changed_inputs_are_redone(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a")
+    from deepnomo.extract import fingerprint
+
+    fp1 = fingerprint([src], {"k": 1})
+    s = run_tasks({"c0": 2}, square, tmp_path / "out", workers=0, progress=False,
+                  fingerprints={"c0": fp1})
+    assert s.done == ["c0"]
+    s = run_tasks({"c0": 2}, square, tmp_path / "out", workers=0, progress=False,
+                  fingerprints={"c0": fp1})
+    assert s.skipped == ["c0"]
+    assert fingerprint([src], {"k": 2}) != fp1  # other settings
+    src.write_text("bb")
+    fp2 = fingerprint([src], {"k": 1})
+    assert fp2 != fp1  # other file content (size)
+    s = run_tasks({"c0": 3}, square, tmp_path / "out", workers=0, progress=False,
+                  fingerprints={"c0": fp2})
+    assert s.done == ["c0"] and load_result(tmp_path / "out", "c0")["result"]["square"] == 9

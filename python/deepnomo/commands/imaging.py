@@ -13,6 +13,7 @@ import typer
 
 from deepnomo.extract import (
     RunSummary,
+    fingerprint,
     load_result,
     normalize_task,
     prepare_task,
@@ -20,7 +21,7 @@ from deepnomo.extract import (
     run_tasks,
     write_json_atomic,
 )
-from deepnomo.io import check_manifest, manifest_cases, read_manifest
+from deepnomo.io import Case, check_manifest, manifest_cases, read_manifest
 from deepnomo.preprocess import HistogramStandardizer, load_config
 from deepnomo.radiomics import (
     feature_count,
@@ -36,6 +37,11 @@ STANDARDIZER_FILE = "histogram_standardizer.json"
 def _prefailed(df: pd.DataFrame, cases: list, require_mask: bool) -> dict[str, str]:
     bad = check_manifest(df, require_mask=require_mask)
     return {c.key: bad[c.patient_id] for c in cases if c.patient_id in bad}
+
+
+def _fingerprint(case: Case, *settings) -> str:
+    paths = [p for s in case.series for p in (s.image, s.mask)]
+    return fingerprint(paths, [s.modality for s in case.series], *settings)
 
 
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -61,8 +67,9 @@ def run_preprocess(cases: Path, config: Path | dict | None, out: Path, workers: 
     case_list = manifest_cases(df)
     prefailed = _prefailed(df, case_list, require_mask=False)
     prep_dir = out / ".work" / "prepared"
+    fps = {c.key: _fingerprint(c, cfg) for c in case_list}
     s1 = run_tasks({c.key: (c, cfg) for c in case_list}, prepare_task, prep_dir, workers,
-                   scheduler, prefailed, progress, desc="prepare")
+                   scheduler, prefailed, progress, desc="prepare", fingerprints=fps)
     ok = [c.key for c in case_list if c.key in set(s1.done) | set(s1.skipped)]
     records = {k: load_result(prep_dir, k)["result"] for k in ok}
     stds: dict[str, dict] | None = None
@@ -77,7 +84,8 @@ def run_preprocess(cases: Path, config: Path | dict | None, out: Path, workers: 
             raise ValueError("config 'histogram': give 'landmarks: FILE' or 'fit: true'")
     case_dir = out / "cases"
     s2 = run_tasks({k: (records[k], str(prep_dir / k), cfg, stds) for k in ok}, normalize_task,
-                   case_dir, workers, scheduler, s1.failed, progress, desc="normalize")
+                   case_dir, workers, scheduler, s1.failed, progress, desc="normalize",
+                   fingerprints={k: fingerprint([], fps[k], stds) for k in ok})
     rows = []
     for c in case_list:
         if c.key in s2.failed or not (case_dir / c.key / "record.json").is_file():
@@ -122,7 +130,8 @@ def run_radiomics(cases: Path, params: str | Path, out: Path, workers: int = 1,
     prefailed = _prefailed(df, case_list, require_mask=True)
     work = out.parent / f".{out.stem}.work-{params_digest(pfile)}"
     summary = run_tasks({c.key: (c, str(pfile)) for c in case_list}, radiomics_task, work,
-                        workers, scheduler, prefailed, progress, desc="radiomics")
+                        workers, scheduler, prefailed, progress, desc="radiomics",
+                        fingerprints={c.key: _fingerprint(c) for c in case_list})
     finished = set(summary.done) | set(summary.skipped)
     rows = [load_result(work, c.key)["result"] for c in case_list if c.key in finished]
     tables = feature_tables(rows) if rows else {}
