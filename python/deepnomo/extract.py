@@ -258,11 +258,14 @@ def prepare_task(payload: tuple, staging: Path) -> dict:
 
 def normalize_task(payload: tuple, staging: Path) -> dict:
     """``(prepared_record, prepared_dir, config, standardizers)`` -> final images in staging."""
-    from deepnomo.preprocess import HistogramStandardizer, normalize
+    from deepnomo.preprocess import CaseError, HistogramStandardizer, normalize
 
     prep, prep_dir, cfg, stds = payload
     series = []
     for s in prep["series"]:
+        if stds and s["modality"] not in stds:
+            raise CaseError(f"{s['modality']}: no histogram landmarks for this modality "
+                            f"(landmarks exist for {sorted(stds)})")
         std = HistogramStandardizer.from_dict(stds[s["modality"]]) if stds else None
         image = sitk.ReadImage(str(Path(prep_dir) / s["image"]))
         try:

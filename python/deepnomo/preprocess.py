@@ -351,7 +351,8 @@ def load_config(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]
     Keys: ``label``, ``orientation`` (code or null), ``spacing`` ([x, y, z] mm or null),
     ``interpolator`` (linear | bspline), ``n4`` (null or mapping of :func:`n4_correct`
     arguments), ``normalize`` (none | zscore | histogram), ``histogram`` (mapping with
-    ``landmarks``: path of a saved :class:`HistogramStandardizer`, or ``fit: true`` to
+    ``landmarks``: per-modality landmarks file written by ``deepnomo preprocess``
+    (relative to the YAML's folder), or ``fit: true`` to
     learn it on the cases being processed, with optional ``percentiles``),
     ``geometry_tolerance_mm``.
     """
@@ -369,6 +370,10 @@ def load_config(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]
     if unknown:
         raise ValueError(f"config: unknown key(s) {unknown}; known: {sorted(DEFAULT_CONFIG)}")
     cfg = {**DEFAULT_CONFIG, **raw}
+    hist = cfg["histogram"]
+    if isinstance(hist, Mapping) and hist.get("landmarks") and not isinstance(config, Mapping) \
+            and config is not None and not Path(hist["landmarks"]).is_absolute():
+        cfg["histogram"] = {**hist, "landmarks": str(Path(config).parent / hist["landmarks"])}
     if cfg["normalize"] not in NORMALIZE:
         raise ValueError(f"config 'normalize': {cfg['normalize']!r}; expected one of {NORMALIZE}")
     if cfg["interpolator"] not in ("linear", "bspline"):

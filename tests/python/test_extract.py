@@ -241,3 +241,24 @@ def test_changed_inputs_are_redone(tmp_path):
     s = run_tasks({"c0": 3}, square, tmp_path / "out", workers=0, progress=False,
                   fingerprints={"c0": fp2})
     assert s.done == ["c0"] and load_result(tmp_path / "out", "c0")["result"]["square"] == 9
+
+
+def test_preprocess_landmarks_file_relative_and_missing_modality(tmp_path):
+    a = np.zeros((8, 16, 16), np.float32)
+    a[2:6, 3:13, 3:13] = np.random.default_rng(2).normal(100, 10, (4, 10, 10))
+    m = (a > 0).astype(np.uint8)
+    sitk.WriteImage(_img(a), str(tmp_path / "i.nii.gz"))
+    sitk.WriteImage(_img(m), str(tmp_path / "m.nii.gz"))
+    pd.DataFrame([{"patient_id": "p", "modality": "CT", "image": "i.nii.gz",
+                   "mask": "m.nii.gz", "reader": ""}]).to_csv(tmp_path / "c.csv", index=False)
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "lm.json").write_text(json.dumps({"MR": {
+        "method": "nyul_udupa", "percentiles": [1, 50, 99], "scale_min": 0, "scale_max": 100,
+        "landmarks": [0, 40, 100]}}))
+    (cfg_dir / "pre.yaml").write_text("normalize: histogram\nhistogram: {landmarks: lm.json}\n")
+    s = run_preprocess(tmp_path / "c.csv", cfg_dir / "pre.yaml", tmp_path / "out", workers=0,
+                       progress=False)
+    assert s.failed == {"p__r1": "CaseError: CT: no histogram landmarks for this modality "
+                                 "(landmarks exist for ['MR'])"}
+    assert pd.read_csv(tmp_path / "out" / "cases.csv").empty
