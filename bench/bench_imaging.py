@@ -49,8 +49,9 @@ def make_cohort(folder: Path, n: int, seed: int = 0) -> Path:
     return manifest
 
 
-def worker_stats(out_dirs: list[Path], keys: list[str]) -> tuple[float, float]:
-    """Peak RSS (MiB, largest over worker processes) and the busiest worker's case seconds.
+def worker_stats(out_dirs: list[Path], keys: list[str]) -> tuple[float, float, float]:
+    """Peak RSS (MiB, largest over worker processes), the busiest worker's case seconds,
+    and the mean wall seconds per case inside a worker.
 
     ``60 * cases / busiest`` is the throughput once the workers are up (process
     start-up and imports excluded).
@@ -63,15 +64,16 @@ def worker_stats(out_dirs: list[Path], keys: list[str]) -> tuple[float, float]:
             peak[rec["pid"]] = max(peak.get(rec["pid"], 0.0), rec["peak_rss_mb"])
             busy[(stage, rec["pid"])] = busy.get((stage, rec["pid"]), 0.0) + rec["seconds"]
     per_stage = [max(v for (st, _), v in busy.items() if st == s) for s in range(len(out_dirs))]
-    return max(peak.values()), sum(per_stage)
+    return max(peak.values()), sum(per_stage), sum(busy.values()) / len(keys)
 
 
 def row(step: str, workers: int, summary, out_dirs: list[Path]) -> dict:
     n = len(summary.done)
-    peak, busiest = worker_stats(out_dirs, summary.done)
+    peak, busiest, per_case = worker_stats(out_dirs, summary.done)
     return {"step": step, "workers": workers, "cases": n, "seconds": summary.seconds,
             "cases_per_min": 60 * n / summary.seconds,
-            "cases_per_min_workers_up": 60 * n / busiest, "peak_rss_mb_per_worker": peak}
+            "cases_per_min_workers_up": 60 * n / busiest, "s_per_case_in_worker": per_case,
+            "peak_rss_mb_per_worker": peak}
 
 
 def main() -> None:
