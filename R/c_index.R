@@ -59,7 +59,9 @@
 #'   pair counts `concordant`, `discordant`, `tied_score` and `n_dropped`. Use
 #'   `as.data.frame()` for a one-row data frame of these.
 #'   An error is raised for fewer than 2 events, a constant score, or data
-#'   without comparable pairs untied in the score.
+#'   without comparable pairs untied in the score. When the standard error is 0
+#'   (complete separation: every comparable pair concordant, or every one
+#'   discordant) the p-values are `NA`, with a warning.
 #' @references
 #' Harrell FE, Lee KL, Mark DB (1996). Multivariable prognostic models: issues
 #' in developing models, evaluating assumptions and adequacy, and measuring and
@@ -195,8 +197,9 @@ print.c_index <- function(x, digits = 4, ...) {
     "Harrell's C (survcomp convention: score ties dropped, Noether standard error)"
   }
   cat(label, "\n", sep = "")
-  cat(sprintf("  n = %d, events = %d; comparable pairs: %.0f concordant, %.0f discordant, %.0f tied in score\n",
-              x$n, x$events, x$concordant, x$discordant, x$tied_score))
+  cat(sprintf("  n = %d, events = %d; comparable pairs: %.0f concordant, %.0f discordant, ",
+              x$n, x$events, x$concordant, x$discordant),
+      sprintf("%.0f tied in score\n", x$tied_score), sep = "")
   cat(sprintf("  C = %s (95%% CI %s to %s), se = %s\n", format(x$estimate, digits = digits),
               format(x$lower, digits = digits), format(x$upper, digits = digits),
               format(x$se, digits = digits)))

@@ -117,6 +117,14 @@ test_that("bad input gives errors naming the argument, NA rows are dropped or re
   expect_error(c_index(as.character(score), time, event), "`score` must be numeric")
 })
 
+test_that("complete separation gives se 0 and NA p-values with a warning", {
+  time <- c(2, 4, 5, 7, 9, 11, 12, 15)
+  event <- c(1, 1, 0, 1, 1, 0, 1, 1)
+  expect_warning(fit <- c_index(-time, time, event), "standard error is 0")
+  expect_equal(c(fit$estimate, fit$se), c(1, 0))
+  expect_true(is.na(fit$p_value))
+})
+
 test_that("print and as.data.frame give the documented fields", {
   d <- survival::lung
   fit <- c_index(d$age, d$time, d$status == 2)
