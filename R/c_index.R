@@ -199,11 +199,12 @@ print.c_index <- function(x, digits = 4, ...) {
   cat(label, "\n", sep = "")
   cat(sprintf("  n = %d, events = %d; comparable pairs: %.0f concordant, %.0f discordant, ",
               x$n, x$events, x$concordant, x$discordant),
-      sprintf("%.0f tied in score\n", x$tied_score), sep = "")
+      sprintf("%.0f tied in score%s\n", x$tied_score,
+              if (x$convention == "harrell") " (count 1/2)" else " (left out)"), sep = "")
   cat(sprintf("  C = %s (95%% CI %s to %s), se = %s\n", format(x$estimate, digits = digits),
               format(x$lower, digits = digits), format(x$upper, digits = digits),
               format(x$se, digits = digits)))
-  side <- if (x$convention == "harrell") "two-sided" else "one-sided (as survcomp)"
+  side <- if (x$convention == "harrell") "two-sided" else "one-sided, as survcomp reports it"
   cat(sprintf("  Z-test against 0.5: p = %s (%s)\n", format.pval(x$p_value, digits = 3), side))
   invisible(x)
 }
