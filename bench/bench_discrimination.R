@@ -68,24 +68,25 @@ slow_n <- slow_n[slow_n <= max_n]
 
 rows <- list()
 yard <- list()
-for (n in sort(unique(c(fast_n, slow_n)))) {
-  r <- run_row("survival::concordance (yardstick)", n)
-  yard[[as.character(n)]] <- r
-  rows[[length(rows) + 1]] <- r
-  if (n %in% fast_n) {
-    for (m in names(methods)[!pairwise & !grepl("yardstick", names(methods))]) {
-      rows[[length(rows) + 1]] <- run_row(m, n)
-    }
+add_row <- function(method, n) {
+  key <- as.character(n)
+  if (is.null(yard[[key]])) {
+    yard[[key]] <<- run_row("survival::concordance (yardstick)", n)
+    rows[[length(rows) + 1]] <<- yard[[key]]
   }
-  message(sprintf("n = %g done", n))
+  r <- run_row(method, n)
+  rows[[length(rows) + 1]] <<- r
+  message(sprintf("%s, n = %g: %.2f s", method, n, r$seconds))
+  r
+}
+for (n in fast_n) {
+  for (m in names(methods)[!pairwise & !grepl("yardstick", names(methods))]) add_row(m, n)
 }
 for (m in names(methods)[pairwise]) {
   last <- NULL
   for (n in slow_n) {
     if (!is.null(last) && last$seconds * (n / last$n)^2 > budget) break
-    last <- run_row(m, n)
-    rows[[length(rows) + 1]] <- last
-    message(sprintf("%s n = %g: %.1f s", m, n, last$seconds))
+    last <- add_row(m, n)
   }
 }
 
@@ -93,6 +94,7 @@ tab <- do.call(rbind, rows)
 ys <- do.call(rbind, yard)
 tab$ratio <- tab$seconds / ys$seconds[match(tab$n, ys$n)]
 tab$cpu_ratio <- tab$cpu / ys$cpu[match(tab$n, ys$n)]
+tab[grepl("baseline", tab$method), c("ratio", "cpu_ratio")] <- NA
 tab <- tab[order(tab$n, tab$method), c("n", "method", "seconds", "cpu", "peak_mb", "ratio", "cpu_ratio",
                                        "value", "event_rate")]
 tab$value <- formatC(tab$value, digits = 10, format = "f")
