@@ -90,6 +90,13 @@ firth_cox <- function(formula, data, pl = TRUE, alpha = 0.05, maxit = 50, maxhs 
     v <- get(nm)
     if (!is.numeric(v) || length(v) != 1L || is.na(v) || v <= 0) stop_arg(nm, "must be a positive number")
   }
+  env <- environment(formula)
+  if (is.null(env)) env <- parent.frame()
+  if (!exists("Surv", envir = env, mode = "function")) {
+    # let `Surv(time, event) ~ ...` work without survival attached
+    env <- list2env(list(Surv = survival::Surv), parent = env)
+    environment(formula) <- env
+  }
   mf <- stats::model.frame(formula, data, na.action = stats::na.pass)
   y <- stats::model.response(mf)
   if (!inherits(y, "Surv") || attr(y, "type") != "right")
