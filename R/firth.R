@@ -163,21 +163,27 @@ firth_context <- function(x, time, event) {
   block_end <- which(c(time[-1L] != time[-n], TRUE))
   block <- rep.int(seq_along(block_end), diff(c(0L, block_end)))
   d <- rowsum(event, block, reorder = TRUE)[, 1]
+  ev_end <- block_end[d > 0]
+  # Rows after the last event block (censored before the first event time)
+  # are in no risk set; every other row joins the segment ending at the
+  # next event-block end, so risk sums are cumulative sums of segment sums.
+  keep <- seq_len(ev_end[length(ev_end)])
+  x <- x[keep, , drop = FALSE]
   p <- ncol(x)
   pairs <- which(upper.tri(diag(p), diag = TRUE), arr.ind = TRUE)
   pos <- matrix(0L, p, p)
   pos[pairs] <- seq_len(nrow(pairs))
   pos[pairs[, 2:1, drop = FALSE]] <- seq_len(nrow(pairs))
-  list(x = x, event = event, ev_end = block_end[d > 0], d = d[d > 0],
-       xdelta = colSums(x * event), pj = pairs[, 1], pk = pairs[, 2], pos = pos, p = p)
+  list(x = x, xx = x[, pairs[, 1], drop = FALSE] * x[, pairs[, 2], drop = FALSE],
+       event = event[keep], seg = rep.int(seq_along(ev_end), diff(c(0L, ev_end))),
+       d = d[d > 0], xdelta = colSums(x * event[keep]), pos = pos, p = p)
 }
 
-# Column-wise cumulative sums of `m`, kept at the rows `at`.
-risk_sums <- function(m, at) {
-  m <- as.matrix(m)
-  out <- matrix(0, length(at), ncol(m))
-  for (k in seq_len(ncol(m))) out[, k] <- cumsum(m[, k])[at]
-  out
+# Risk-set sums of the columns of `m` at each event time.
+risk_sums <- function(m, seg) {
+  r <- rowsum(m, seg, reorder = FALSE)
+  for (k in seq_len(ncol(r))) r[, k] <- cumsum(r[, k])
+  r
 }
 
 # Penalised log-likelihood, penalised score and (unpenalised) information at b.
@@ -188,10 +194,10 @@ firth_like <- function(ctx, b) {
   eta <- drop(x %*% b)
   shift <- max(eta)
   w <- exp(eta - shift)
-  at <- ctx$ev_end
-  s0 <- cumsum(w)[at]
-  s1 <- risk_sums(x * w, at)
-  s2 <- risk_sums(x[, ctx$pj, drop = FALSE] * x[, ctx$pk, drop = FALSE] * w, at)
+  seg <- ctx$seg
+  s0 <- risk_sums(w, seg)[, 1]
+  s1 <- risk_sums(x * w, seg)
+  s2 <- risk_sums(ctx$xx * w, seg)
   ll <- sum(eta * ctx$event) - sum(d * (log(s0) + shift))
   a1 <- d / s0
   score <- ctx$xdelta - colSums(s1 * a1)
@@ -202,10 +208,11 @@ firth_like <- function(ctx, b) {
   iinv <- solve(info)
   # tr(I^-1 dI/db_j) from risk sums of w*q and w*q*x, q_i = x_i' I^-1 x_i.
   q <- rowSums((x %*% iinv) * x)
-  r0 <- cumsum(w * q)[at]
-  r1 <- risk_sums(x * (w * q), at)
+  r01 <- risk_sums(cbind(1, x) * (w * q), seg)
+  r0 <- r01[, 1]
+  r1 <- r01[, -1, drop = FALSE]
   v <- s1 %*% iinv
-  s2v <- matrix(0, length(at), p)
+  s2v <- matrix(0, length(s0), p)
   for (j in seq_len(p)) for (k in seq_len(p)) s2v[, j] <- s2v[, j] + s2[, ctx$pos[j, k]] * v[, k]
   a2 <- d / s0^2
   quad <- rowSums(v * s1)
@@ -231,7 +238,9 @@ firth_newton <- function(ctx, free, start, maxit, maxhs, epsilon, gconv, maxstep
     b[free] <- b[free] + step[free]
     cur <- firth_like(ctx, b)
     hs <- 0L
-    while (iter != 1L && cur$loglik <= ll0 && hs <= maxhs) {
+    # halve while the penalised log-likelihood has not increased; a change
+    # within rounding error of the sum (|ll| * 1e-13) counts as no decrease
+    while (iter != 1L && cur$loglik <= ll0 - abs(ll0) * 1e-13 && hs <= maxhs) {
       hs <- hs + 1L
       b[free] <- (b[free] + b0[free]) / 2
       cur <- firth_like(ctx, b)
