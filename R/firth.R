@@ -174,7 +174,9 @@ firth_context <- function(x, time, event) {
   pos <- matrix(0L, p, p)
   pos[pairs] <- seq_len(nrow(pairs))
   pos[pairs[, 2:1, drop = FALSE]] <- seq_len(nrow(pairs))
-  list(x = x, xx = x[, pairs[, 1], drop = FALSE] * x[, pairs[, 2], drop = FALSE],
+  # columns 1, x, x_j x_k (j <= k): one risk-sum pass gives S0, S1 and S2
+  x1 <- cbind(1, x)
+  list(x = x, x1 = x1, x12 = cbind(x1, x[, pairs[, 1], drop = FALSE] * x[, pairs[, 2], drop = FALSE]),
        event = event[keep], seg = rep.int(seq_along(ev_end), diff(c(0L, ev_end))),
        d = d[d > 0], xdelta = colSums(x * event[keep]), pos = pos, p = p)
 }
@@ -195,9 +197,10 @@ firth_like <- function(ctx, b) {
   shift <- max(eta)
   w <- exp(eta - shift)
   seg <- ctx$seg
-  s0 <- risk_sums(w, seg)[, 1]
-  s1 <- risk_sums(x * w, seg)
-  s2 <- risk_sums(ctx$xx * w, seg)
+  s012 <- risk_sums(ctx$x12 * w, seg)
+  s0 <- s012[, 1]
+  s1 <- s012[, 1L + seq_len(p), drop = FALSE]
+  s2 <- s012[, -seq_len(p + 1L), drop = FALSE]
   ll <- sum(eta * ctx$event) - sum(d * (log(s0) + shift))
   a1 <- d / s0
   score <- ctx$xdelta - colSums(s1 * a1)
@@ -208,7 +211,7 @@ firth_like <- function(ctx, b) {
   iinv <- solve(info)
   # tr(I^-1 dI/db_j) from risk sums of w*q and w*q*x, q_i = x_i' I^-1 x_i.
   q <- rowSums((x %*% iinv) * x)
-  r01 <- risk_sums(cbind(1, x) * (w * q), seg)
+  r01 <- risk_sums(ctx$x1 * (w * q), seg)
   r0 <- r01[, 1]
   r1 <- r01[, -1, drop = FALSE]
   v <- s1 %*% iinv
