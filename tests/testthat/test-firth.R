@@ -115,6 +115,9 @@ test_that("bad input is refused with the argument named", {
   d2 <- case$data
   d2$N <- 1
   expect_error(firth_cox(fo, d2), "N constant")
+  d2 <- case$data
+  d2$T2 <- 2 * d2$T
+  expect_error(firth_cox(survival::Surv(time, event) ~ T + N + T2, d2), "T2 linearly dependent")
   d3 <- case$data
   d3$event <- c(1L, rep(0L, nrow(d3) - 1L))
   expect_error(firth_cox(fo, d3), "at least 2 needed")
