@@ -22,7 +22,8 @@
 #'
 #' **Hazard ratios.** [survival::coxph()] on the group factor (Efron ties),
 #' Wald intervals and p-values, each level against the first (`high` vs `low`
-#' for [risk_groups()] output).
+#' for [risk_groups()] output). If a group has no events the Cox estimate
+#' diverges, and the hazard ratios are `NA` with a note (use [firth_cox()]).
 #'
 #' @param group Group of each patient: factor (its levels, in order), character
 #'   or logical. Every level must have at least one patient.
@@ -94,11 +95,19 @@ compare_groups <- function(group, time, event, times = c(36, 60), na_action = c(
                      paste(levs[late], collapse = ", "))
   if (any(is.na(groups$median))) notes <- c(notes, "median NA: survival does not reach 0.5")
   lr <- logrank_test(g, time, event)
-  fit <- survival::coxph(survival::Surv(time, event) ~ g)
-  cf <- summary(fit)$coefficients
-  ci <- summary(fit)$conf.int
-  hr <- data.frame(group = levs[-1], hr = unname(ci[, "exp(coef)"]), lower = unname(ci[, "lower .95"]),
-                   upper = unname(ci[, "upper .95"]), p_value = unname(cf[, "Pr(>|z|)"]))
+  no_events <- levs[groups$events == 0]
+  if (length(no_events)) {
+    # the Cox estimate diverges (monotone likelihood): report NA, see firth_cox()
+    hr <- data.frame(group = levs[-1], hr = NA_real_, lower = NA_real_, upper = NA_real_, p_value = NA_real_)
+    notes <- c(notes, sprintf("no events in group(s) %s: Cox hazard ratios not estimable (NA); see firth_cox()",
+                              paste(no_events, collapse = ", ")))
+  } else {
+    fit <- survival::coxph(survival::Surv(time, event) ~ g)
+    cf <- summary(fit)$coefficients
+    ci <- summary(fit)$conf.int
+    hr <- data.frame(group = levs[-1], hr = unname(ci[, "exp(coef)"]), lower = unname(ci[, "lower .95"]),
+                     upper = unname(ci[, "upper .95"]), p_value = unname(cf[, "Pr(>|z|)"]))
+  }
   structure(list(groups = groups, logrank = lr, hr = hr, reference = levs[1], curves = curves,
                  times = times, notes = notes),
             class = "compare_groups")
@@ -112,7 +121,8 @@ km_curve <- function(time, event, label) {
   n_censor <- tabulate(idx[event == 0], length(ut))
   n_risk <- rev(cumsum(rev(n_event + n_censor)))
   surv <- cumprod(1 - n_event / n_risk)
-  gw <- cumsum(ifelse(n_event > 0, n_event / (n_risk * (n_risk - n_event)), 0))
+  nr <- as.numeric(n_risk)
+  gw <- cumsum(ifelse(n_event > 0, n_event / (nr * (nr - n_event)), 0))
   se <- sqrt(gw)
   z <- stats::qnorm(0.975)
   lower <- ifelse(surv > 0, surv * exp(-z * se), NA_real_)

@@ -184,7 +184,7 @@ firth_context <- function(x, time, event) {
   # columns 1, x, x_j x_k (j <= k): one risk-sum pass gives S0, S1 and S2
   x1 <- cbind(1, x)
   list(x = x, x1 = x1, x12 = cbind(x1, x[, pairs[, 1], drop = FALSE] * x[, pairs[, 2], drop = FALSE]),
-       event = event[keep], seg = rep.int(seq_along(ev_end), diff(c(0L, ev_end))),
+       sum_k = diag(p)[rep(seq_len(p), times = p), , drop = FALSE], event = event[keep], seg = rep.int(seq_along(ev_end), diff(c(0L, ev_end))),
        d = d[d > 0], xdelta = colSums(x * event[keep]), pos = pos, p = p)
 }
 
@@ -222,8 +222,7 @@ firth_like <- function(ctx, b) {
   r0 <- r01[, 1]
   r1 <- r01[, -1, drop = FALSE]
   v <- s1 %*% iinv
-  s2v <- matrix(0, length(s0), p)
-  for (j in seq_len(p)) for (k in seq_len(p)) s2v[, j] <- s2v[, j] + s2[, ctx$pos[j, k]] * v[, k]
+  s2v <- (s2[, ctx$pos, drop = FALSE] * v[, rep(seq_len(p), each = p), drop = FALSE]) %*% ctx$sum_k
   a2 <- d / s0^2
   quad <- rowSums(v * s1)
   trace <- colSums(r1 * a1) - colSums(s1 * (a2 * r0)) - 2 * colSums(s2v * a2) +

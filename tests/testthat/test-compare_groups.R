@@ -69,6 +69,11 @@ test_that("times beyond follow-up give NA with a note; bad input is refused", {
   expect_error(compare_groups(s$g[-1], s$time, s$event), "`group` has length")
   expect_error(compare_groups(as.numeric(s$g), s$time, s$event), "`group` must be a factor")
   expect_error(compare_groups(s$g, s$time, s$event, times = -1), "`times`")
+  ev <- s$event
+  ev[s$g == "mid"] <- 0L
+  expect_silent(cg0 <- compare_groups(s$g, s$time, ev))
+  expect_true(all(is.na(cg0$hr$hr)))
+  expect_match(cg0$notes, "no events in group\\(s\\) mid", all = FALSE)
   gg <- s$g
   gg[1:2] <- NA
   expect_message(cg <- compare_groups(gg, s$time, s$event), "dropped 2 row")
