@@ -14,10 +14,11 @@
 #' Firth's (1993) penalty adds half the log determinant of the information,
 #' \deqn{\ell^*(\beta) = \ell(\beta) + \tfrac12 \log |I(\beta)|,}
 #' whose score is \eqn{U^*_j = U_j + \tfrac12 \mathrm{tr}\{I^{-1}\partial I/\partial\beta_j\}}
-#' (Heinze & Schemper 2001). The third-order risk-set sums in
-#' \eqn{\partial I/\partial\beta_j} are never formed: with
-#' \eqn{q_i = x_i^\top I^{-1} x_i} the trace needs only reverse cumulative sums
-#' of \eqn{e^{\eta_i} q_i} and \eqn{e^{\eta_i} q_i x_i} over time-sorted rows,
+#' (Heinze & Schemper 2001). Neither the second- nor the third-order risk-set
+#' sums are formed: only \eqn{S_0} and \eqn{S_1} are cumulated over time-sorted
+#' rows; every term with \eqn{x x^\top} or \eqn{x x x} is rewritten as a sum over
+#' patients of \eqn{e^{\eta_i}} times the event-time weights accumulated over the
+#' risk sets the patient belongs to (with \eqn{q_i = x_i^\top I^{-1} x_i} for the trace),
 #' so one evaluation costs \eqn{O(np^2)}.
 #'
 #' **Algorithm.** As coxphf 1.13.4: covariates are divided by their standard
@@ -172,61 +173,66 @@ firth_context <- function(x, time, event) {
   d <- rowsum(event, block, reorder = TRUE)[, 1]
   ev_end <- block_end[d > 0]
   # Rows after the last event block (censored before the first event time)
-  # are in no risk set; every other row joins the segment ending at the
-  # next event-block end, so risk sums are cumulative sums of segment sums.
+  # are in no risk set. Every other row belongs to segment k, the rows up to
+  # the k-th event-block end: it is at risk at event times k, k + 1, ...
   keep <- seq_len(ev_end[length(ev_end)])
   x <- x[keep, , drop = FALSE]
-  p <- ncol(x)
-  pairs <- which(upper.tri(diag(p), diag = TRUE), arr.ind = TRUE)
-  pos <- matrix(0L, p, p)
-  pos[pairs] <- seq_len(nrow(pairs))
-  pos[pairs[, 2:1, drop = FALSE]] <- seq_len(nrow(pairs))
-  # columns 1, x, x_j x_k (j <= k): one risk-sum pass gives S0, S1 and S2
-  x1 <- cbind(1, x)
-  list(x = x, x1 = x1, x12 = cbind(x1, x[, pairs[, 1], drop = FALSE] * x[, pairs[, 2], drop = FALSE]),
-       sum_k = diag(p)[rep(seq_len(p), times = p), , drop = FALSE], event = event[keep], seg = rep.int(seq_along(ev_end), diff(c(0L, ev_end))),
-       d = d[d > 0], xdelta = colSums(x * event[keep]), pos = pos, p = p)
+  list(x = x, x1 = cbind(1, x), event = event[keep], ev_end = ev_end,
+       seg = rep.int(seq_along(ev_end), diff(c(0L, ev_end))), d = d[d > 0],
+       xdelta = colSums(x * event[keep]), p = ncol(x))
 }
 
-# Risk-set sums of the columns of `m` at each event time.
-risk_sums <- function(m, seg) {
-  r <- rowsum(m, seg, reorder = FALSE)
-  for (k in seq_len(ncol(r))) r[, k] <- cumsum(r[, k])
-  r
+# Cumulative column sums of `m` (rows in decreasing time) kept at rows `at`:
+# risk-set sums at each event time.
+risk_sums <- function(m, at) {
+  out <- matrix(0, length(at), ncol(m))
+  for (k in seq_len(ncol(m))) out[, k] <- cumsum(m[, k])[at]
+  out
+}
+
+# Sums over event times m >= k, for each k (rows of a matrix, or a vector):
+# what a row of segment k accumulates over the risk sets it belongs to.
+tail_sums <- function(a) {
+  if (is.matrix(a)) return(apply(a, 2, tail_sums))
+  rev(cumsum(rev(a)))
 }
 
 # Penalised log-likelihood, penalised score and (unpenalised) information at b.
+#
+# With A_i = sum over the event times m whose risk set holds row i of d_m / S0_m,
+# I = sum_i w_i A_i x_i x_i' - sum_m d_m S1_m S1_m' / S0_m^2, and the Firth
+# trace tr(I^-1 dI/db_j) = sum_m d_m [R1_mj / S0 - R0_m S1_mj / S0^2
+# - 2 (S2_m v_m)_j / S0^2 + 2 (S1_m' v_m) S1_mj / S0^3], v_m = I^-1 S1_m, where
+# R0, R1 are risk sums of w q and w q x (q_i = x_i' I^-1 x_i); the S2 and R1
+# terms are accumulated row by row, so no p^2- or p^3-column risk sums are formed.
 firth_like <- function(ctx, b) {
   x <- ctx$x
-  p <- ctx$p
   d <- ctx$d
+  at <- ctx$ev_end
+  seg <- ctx$seg
   eta <- drop(x %*% b)
   shift <- max(eta)
   w <- exp(eta - shift)
-  seg <- ctx$seg
-  s012 <- risk_sums(ctx$x12 * w, seg)
-  s0 <- s012[, 1]
-  s1 <- s012[, 1L + seq_len(p), drop = FALSE]
-  s2 <- s012[, -seq_len(p + 1L), drop = FALSE]
+  s01 <- risk_sums(ctx$x1 * w, at)
+  s0 <- s01[, 1]
+  s1 <- s01[, -1L, drop = FALSE]
   ll <- sum(eta * ctx$event) - sum(d * (log(s0) + shift))
   a1 <- d / s0
-  score <- ctx$xdelta - colSums(s1 * a1)
-  e1 <- s1 * (sqrt(d) / s0)
-  info <- matrix(colSums(s2 * a1)[ctx$pos], p, p) - crossprod(e1)
-  ldet <- determinant(info, logarithm = TRUE)
-  if (ldet$sign <= 0 || !is.finite(ldet$modulus)) stop("firth_cox(): information matrix is not positive definite", call. = FALSE)
-  iinv <- solve(info)
-  # tr(I^-1 dI/db_j) from risk sums of w*q and w*q*x, q_i = x_i' I^-1 x_i.
-  q <- rowSums((x %*% iinv) * x)
-  r01 <- risk_sums(ctx$x1 * (w * q), seg)
-  r0 <- r01[, 1]
-  r1 <- r01[, -1, drop = FALSE]
-  v <- s1 %*% iinv
-  s2v <- (s2[, ctx$pos, drop = FALSE] * v[, rep(seq_len(p), each = p), drop = FALSE]) %*% ctx$sum_k
   a2 <- d / s0^2
-  quad <- rowSums(v * s1)
-  trace <- colSums(r1 * a1) - colSums(s1 * (a2 * r0)) - 2 * colSums(s2v * a2) +
-    2 * colSums(s1 * (quad * d / s0^3))
+  wa <- w * tail_sums(a1)[seg]
+  score <- ctx$xdelta - colSums(s1 * a1)
+  info <- crossprod(x * wa, x) - crossprod(s1 * sqrt(a2))
+  ldet <- determinant(info, logarithm = TRUE)
+  if (ldet$sign <= 0 || !is.finite(ldet$modulus))
+    stop("firth_cox(): information matrix is not positive definite", call. = FALSE)
+  iinv <- solve(info)
+  xi <- x %*% iinv
+  q <- rowSums(xi * x)
+  r0 <- cumsum(w * q)[at]
+  v <- s1 %*% iinv
+  bv <- tail_sums(v * a2)[seg, , drop = FALSE]
+  trace <- colSums(x * (wa * q)) - colSums(s1 * (a2 * r0)) -
+    2 * colSums(x * (w * rowSums(x * bv))) + 2 * colSums(s1 * (rowSums(v * s1) * d / s0^3))
   list(loglik = ll + 0.5 * as.numeric(ldet$modulus), score = score + 0.5 * trace, info = info)
 }
 
