@@ -193,8 +193,12 @@ risk_sums <- function(m, at) {
 # Sums over event times m >= k, for each k (rows of a matrix, or a vector):
 # what a row of segment k accumulates over the risk sets it belongs to.
 tail_sums <- function(a) {
-  if (is.matrix(a)) return(apply(a, 2, tail_sums))
-  rev(cumsum(rev(a)))
+  if (is.matrix(a)) {
+    for (k in seq_len(ncol(a))) a[, k] <- tail_sums(a[, k])
+    return(a)
+  }
+  cs <- cumsum(a)
+  cs[length(cs)] - cs + a
 }
 
 # Penalised log-likelihood, penalised score and (unpenalised) information at b.
@@ -231,8 +235,8 @@ firth_like <- function(ctx, b) {
   r0 <- cumsum(w * q)[at]
   v <- s1 %*% iinv
   bv <- tail_sums(v * a2)[seg, , drop = FALSE]
-  trace <- colSums(x * (wa * q)) - colSums(s1 * (a2 * r0)) -
-    2 * colSums(x * (w * rowSums(x * bv))) + 2 * colSums(s1 * (rowSums(v * s1) * d / s0^3))
+  trace <- drop(crossprod(x, wa * q - 2 * w * rowSums(x * bv))) -
+    colSums(s1 * (a2 * r0)) + 2 * colSums(s1 * (rowSums(v * s1) * d / s0^3))
   list(loglik = ll + 0.5 * as.numeric(ldet$modulus), score = score + 0.5 * trace, info = info)
 }
 
