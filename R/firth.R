@@ -329,6 +329,7 @@ as.data.frame.firth_cox <- function(x, row.names = NULL, optional = FALSE, ...) 
 }
 
 #' @rdname firth_cox
+#' @importFrom stats coef vcov
 #' @export
 coef.firth_cox <- function(object, ...) object$coefficients
 
