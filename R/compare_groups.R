@@ -58,7 +58,8 @@ compare_groups <- function(group, time, event, times = c(36, 60), na_action = c(
   stop_arg <- function(arg, msg) stop(sprintf("compare_groups(): `%s` %s", arg, msg), call. = FALSE)
   if (!(is.factor(group) || is.character(group) || is.logical(group)))
     stop_arg("group", sprintf("must be a factor, character or logical, not %s", class(group)[1]))
-  if (length(group) != length(time)) stop_arg("group", sprintf("has length %d but `time` has %d", length(group), length(time)))
+  if (length(group) != length(time))
+    stop_arg("group", sprintf("has length %d but `time` has %d", length(group), length(time)))
   if (!is.numeric(times) || length(times) == 0L || anyNA(times) || any(!is.finite(times)) || any(times <= 0))
     stop_arg("times", "must be positive finite numbers")
   levs <- if (is.factor(group)) levels(group) else sort(unique(stats::na.omit(as.character(group))))
@@ -71,7 +72,8 @@ compare_groups <- function(group, time, event, times = c(36, 60), na_action = c(
   counts <- table(g)
   if (length(levs) < 2L) stop_arg("group", "must have at least two groups")
   if (any(counts == 0L))
-    stop_arg("group", sprintf("has no patients in level(s) %s", paste(names(counts)[counts == 0L], collapse = ", ")))
+    stop_arg("group", sprintf("has no patients in level(s) %s",
+                              paste(names(counts)[counts == 0L], collapse = ", ")))
 
   curves <- do.call(rbind, lapply(levs, function(l) km_curve(time[g == l], event[g == l], l)))
   rows <- lapply(levs, function(l) {
@@ -99,8 +101,8 @@ compare_groups <- function(group, time, event, times = c(36, 60), na_action = c(
   if (length(no_events)) {
     # the Cox estimate diverges (monotone likelihood): report NA, see firth_cox()
     hr <- data.frame(group = levs[-1], hr = NA_real_, lower = NA_real_, upper = NA_real_, p_value = NA_real_)
-    notes <- c(notes, sprintf("no events in group(s) %s: Cox hazard ratios not estimable (NA); see firth_cox()",
-                              paste(no_events, collapse = ", ")))
+    notes <- c(notes, sprintf("no events in group(s) %s: Cox hazard ratios not estimable (NA); %s",
+                              paste(no_events, collapse = ", "), "see firth_cox()"))
   } else {
     fit <- survival::coxph(survival::Surv(time, event) ~ g)
     cf <- summary(fit)$coefficients

@@ -57,8 +57,10 @@ find_cutpoint <- function(score, time, event, minprop = 0.1, na_action = c("omit
   m <- tryCatch(
     maxstat::maxstat.test(survival::Surv(time, event) ~ score, data = d, smethod = "LogRank",
                           pmethod = "Lau92", minprop = minprop, maxprop = 1 - minprop),
-    error = function(e) stop("find_cutpoint(): no admissible cut of `score` with minprop = ",
-                             minprop, " (", conditionMessage(e), ")", call. = FALSE))
+    error = function(e) {
+      stop("find_cutpoint(): no admissible cut of `score` with minprop = ", minprop,
+           " (", conditionMessage(e), ")", call. = FALSE)
+    })
   value <- unname(m$estimate)
   structure(list(value = value, statistic = unname(m$statistic), p_value = unname(m$p.value),
                  minprop = minprop, n = n, n_events = sum(chk$event),
@@ -84,7 +86,8 @@ risk_groups <- function(score, cutpoint) {
          class(cutpoint)[1], call. = FALSE)
   if (!is.numeric(score)) stop("risk_groups(): `score` must be numeric, not ", class(score)[1], call. = FALSE)
   if (any(is.infinite(score))) stop("risk_groups(): `score` must be finite", call. = FALSE)
-  if (anyNA(score)) message(sprintf("risk_groups(): %d missing score(s) left unassigned (NA)", sum(is.na(score))))
+  if (anyNA(score))
+    message(sprintf("risk_groups(): %d missing score(s) left unassigned (NA)", sum(is.na(score))))
   factor(ifelse(score <= cutpoint$value, "low", "high"), levels = c("low", "high"))
 }
 

@@ -115,7 +115,8 @@ firth_cox <- function(formula, data, pl = TRUE, alpha = 0.05, maxit = 50, maxhs 
   x <- x[chk$keep, , drop = FALSE]
   sds <- apply(x, 2, stats::sd)
   if (any(!(sds > 0)))
-    stop_arg("formula", sprintf("term(s) %s constant in the data", paste(colnames(x)[!(sds > 0)], collapse = ", ")))
+    stop_arg("formula", sprintf("term(s) %s constant in the data",
+                                paste(colnames(x)[!(sds > 0)], collapse = ", ")))
 
   qx <- qr(x)
   if (qx$rank < ncol(x))

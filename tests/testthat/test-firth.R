@@ -33,7 +33,8 @@ test_that("firth_cox reproduces coxphf on every reference case (pl = TRUE and FA
       if (pl) {
         # profile searches take coxphf's iterations; restricted fits may stop a
         # step or two apart where a step changes the likelihood by rounding error
-        expect_equal(unname(fit$iter_ci[, 1:2]), unname(ref$iter_ci$rows[, 1:2]), label = paste(id, "iter_ci"))
+        expect_equal(unname(fit$iter_ci[, 1:2]), unname(ref$iter_ci$rows[, 1:2]),
+                     label = paste(id, "iter_ci"))
         expect_true(all(abs(fit$iter_ci[, 3] - ref$iter_ci$rows[, 3]) <= 3), label = paste(id, "iter_ci p"))
       }
     }
@@ -110,14 +111,14 @@ test_that("bad input is refused with the argument named", {
   expect_message(fit <- firth_cox(fo, d, pl = FALSE), "dropped 1 row")
   expect_equal(fit$n, nrow(d) - 1L)
   expect_error(firth_cox(fo, d, na_action = "fail"), "missing values")
-  expect_error(firth_cox(event ~ T, case$data), "Surv")
+  expect_error(firth_cox(event ~ N, case$data), "Surv")
   expect_error(firth_cox(fo, as.list(case$data)), "`data`")
   d2 <- case$data
   d2$N <- 1
   expect_error(firth_cox(fo, d2), "N constant")
   d2 <- case$data
-  d2$T2 <- 2 * d2$T
-  expect_error(firth_cox(survival::Surv(time, event) ~ T + N + T2, d2), "T2 linearly dependent")
+  d2$N2 <- 2 * d2$N
+  expect_error(firth_cox(survival::Surv(time, event) ~ N + G + N2, d2), "N2 linearly dependent")
   d3 <- case$data
   d3$event <- c(1L, rep(0L, nrow(d3) - 1L))
   expect_error(firth_cox(fo, d3), "at least 2 needed")
