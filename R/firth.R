@@ -40,6 +40,11 @@
 #' (the restricted fit keeps \eqn{\beta_j} in the penalty). With `pl = FALSE`
 #' both are Wald: \eqn{\hat\beta \pm z_{1-\alpha/2}\,se} and \eqn{(\hat\beta/se)^2}.
 #' A limit or p-value whose iteration reaches `maxit` is `NA` with a warning.
+#' Two deliberate departures from coxphf, both outside its well-defined range:
+#' p-values are upper-tail \eqn{\chi^2_1} probabilities, so those below
+#' \eqn{10^{-16}} are not rounded to 0 as `1 - pchisq()` does; and a negative
+#' value under the square root of the Venzon-Moolgavkar Lagrange multiplier is
+#' taken as 0 instead of giving `NaN`.
 #'
 #' @param formula `Surv(time, event) ~ terms`; factors and interactions are
 #'   expanded by [stats::model.matrix()].
