@@ -9,4 +9,6 @@
 #' locked, to test cohorts.
 #'
 #' @keywords internal
+#' @useDynLib deepnomo, .registration = TRUE
+#' @importFrom Rcpp sourceCpp
 "_PACKAGE"

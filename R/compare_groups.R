@@ -1,0 +1,256 @@
+# Survival comparison of risk groups: Kaplan-Meier, log-rank and Cox hazard ratios.
+
+#' Compare survival between risk groups
+#'
+#' Per group: size, events, Kaplan-Meier survival at `times` with 95%
+#' confidence intervals, and median survival; overall: the log-rank test; and
+#' hazard ratios of each group against the first level from a Cox model.
+#'
+#' **Kaplan-Meier.** \eqn{\hat S(t) = \prod_{t_j \le t}(1 - d_j/n_j)} with
+#' Greenwood's variance of \eqn{\log\hat S}, \eqn{\sum_{t_j\le t} d_j/\{n_j(n_j-d_j)\}};
+#' the interval is \eqn{\hat S \exp(\pm z_{0.975}\,se)}, upper limit capped at 1
+#' (the `conf.type = "log"` default of [survival::survfit()]). At a time beyond
+#' a group's last follow-up the estimate is `NA` (the curve is not defined
+#' there); before its first event it is 1. The median is the first time with
+#' \eqn{\hat S \le 0.5}; where the curve sits exactly at 0.5 it is the midpoint
+#' between that time and the next drop, as survfit; `NA` if not reached.
+#'
+#' **Log-rank.** With \eqn{O_g - E_g = \sum_j (d_{gj} - n_{gj} d_j / n_j)} and
+#' hypergeometric covariance \eqn{V_{gh} = \sum_j d_j (n_j - d_j)/(n_j - 1)\,
+#' (n_{gj}/n_j)(1[g=h] - n_{hj}/n_j)}, the statistic is
+#' \eqn{(O-E)^\top V^{-}(O-E)} on \eqn{k-1} df (Mantel 1966; Peto & Peto 1972).
+#'
+#' **Hazard ratios.** [survival::coxph()] on the group factor (Efron ties),
+#' Wald intervals and p-values, each level against the first (`high` vs `low`
+#' for [risk_groups()] output). If a group has no events the Cox estimate
+#' diverges, and the hazard ratios are `NA` with a note (use [firth_cox()]).
+#'
+#' @param group Group of each patient: factor (its levels, in order), character
+#'   or logical. Every level must have at least one patient.
+#' @param time Follow-up times (> 0), in months by the package convention.
+#' @param event Event indicator (0/1 or logical).
+#' @param times Time points for the survival estimates (same unit as `time`).
+#' @param na_action `"omit"` (drop incomplete rows with a message) or `"fail"`.
+#' @return An object of class `compare_groups`: `groups` (one row per group:
+#'   `group`, `n`, `events`, `surv_<t>`, `surv_<t>_lower`, `surv_<t>_upper`
+#'   for each `t` in `times`, `median`), `logrank` (`chisq`, `df`, `p_value`),
+#'   `hr` (`group`, `hr`, `lower`, `upper`, `p_value`, against `reference`),
+#'   `curves` (tidy Kaplan-Meier curves: `group`, `time`, `surv`, `lower`,
+#'   `upper`, `n_risk`, `n_event`, `n_censor`) and `notes`.
+#'   `as.data.frame()` gives the group table joined with the hazard ratios
+#'   (`hr`, `hr_lower`, `hr_upper`, `hr_p_value`; `NA` for the reference) and
+#'   the log-rank `logrank_chisq`, `logrank_df`, `logrank_p`.
+#' @references
+#' Kaplan EL, Meier P (1958). Nonparametric estimation from incomplete
+#' observations. *JASA* 53:457-481.
+#'
+#' Mantel N (1966). Evaluation of survival data and two new rank order
+#' statistics arising in its consideration. *Cancer Chemotherapy Reports*
+#' 50:163-170.
+#' @examples
+#' library(survival)
+#' g <- factor(ifelse(lung$ph.ecog >= 2, "high", "low"), levels = c("low", "high"))
+#' cmp <- compare_groups(g, lung$time / 30.44, lung$status == 2, times = c(6, 12))
+#' as.data.frame(cmp)
+#' @export
+compare_groups <- function(group, time, event, times = c(36, 60), na_action = c("omit", "fail")) {
+  na_action <- match.arg(na_action)
+  stop_arg <- function(arg, msg) stop(sprintf("compare_groups(): `%s` %s", arg, msg), call. = FALSE)
+  if (!(is.factor(group) || is.character(group) || is.logical(group)))
+    stop_arg("group", sprintf("must be a factor, character or logical, not %s", class(group)[1]))
+  if (length(group) != length(time))
+    stop_arg("group", sprintf("has length %d but `time` has %d", length(group), length(time)))
+  if (!is.numeric(times) || length(times) == 0L || anyNA(times) || any(!is.finite(times)) || any(times <= 0))
+    stop_arg("times", "must be positive finite numbers")
+  levs <- if (is.factor(group)) levels(group) else sort(unique(stats::na.omit(as.character(group))))
+  tm <- time
+  if (is.numeric(tm)) tm[is.na(group)] <- NA
+  chk <- check_surv_input(tm, event, na_action = na_action, call_name = "compare_groups")
+  g <- factor(as.character(group)[chk$keep], levels = levs)
+  time <- chk$time
+  event <- chk$event
+  counts <- table(g)
+  if (length(levs) < 2L) stop_arg("group", "must have at least two groups")
+  if (any(counts == 0L))
+    stop_arg("group", sprintf("has no patients in level(s) %s",
+                              paste(names(counts)[counts == 0L], collapse = ", ")))
+
+  curves <- do.call(rbind, lapply(levs, function(l) km_curve(time[g == l], event[g == l], l)))
+  rows <- lapply(levs, function(l) {
+    cv <- curves[curves$group == l, ]
+    out <- data.frame(group = l, n = sum(g == l), events = sum(event[g == l]))
+    for (t in times) {
+      est <- km_at(cv, t, max(time[g == l]))
+      nm <- paste0("surv_", format(t, trim = TRUE))
+      out[[nm]] <- est[1]
+      out[[paste0(nm, "_lower")]] <- est[2]
+      out[[paste0(nm, "_upper")]] <- est[3]
+    }
+    out$median <- km_median(cv)
+    out
+  })
+  groups <- do.call(rbind, rows)
+  notes <- character(0)
+  late <- vapply(levs, function(l) any(times > max(time[g == l])), logical(1))
+  if (any(late))
+    notes <- sprintf("survival at times beyond the last follow-up of group(s) %s is NA",
+                     paste(levs[late], collapse = ", "))
+  if (any(is.na(groups$median))) notes <- c(notes, "median NA: survival does not reach 0.5")
+  lr <- logrank_test(g, time, event)
+  no_events <- levs[groups$events == 0]
+  if (length(no_events)) {
+    # the Cox estimate diverges (monotone likelihood): report NA, see firth_cox()
+    hr <- data.frame(group = levs[-1], hr = NA_real_, lower = NA_real_, upper = NA_real_, p_value = NA_real_)
+    notes <- c(notes, sprintf("no events in group(s) %s: Cox hazard ratios not estimable (NA); %s",
+                              paste(no_events, collapse = ", "), "see firth_cox()"))
+  } else {
+    fit <- survival::coxph(survival::Surv(time, event) ~ g)
+    cf <- summary(fit)$coefficients
+    ci <- summary(fit)$conf.int
+    hr <- data.frame(group = levs[-1], hr = unname(ci[, "exp(coef)"]), lower = unname(ci[, "lower .95"]),
+                     upper = unname(ci[, "upper .95"]), p_value = unname(cf[, "Pr(>|z|)"]))
+  }
+  structure(list(groups = groups, logrank = lr, hr = hr, reference = levs[1], curves = curves,
+                 times = times, notes = notes),
+            class = "compare_groups")
+}
+
+# Kaplan-Meier curve of one group with Greenwood log-scale 95% limits.
+km_curve <- function(time, event, label) {
+  ut <- sort(unique(time))
+  idx <- match(time, ut)
+  n_event <- tabulate(idx[event == 1], length(ut))
+  n_censor <- tabulate(idx[event == 0], length(ut))
+  n_risk <- rev(cumsum(rev(n_event + n_censor)))
+  surv <- cumprod(1 - n_event / n_risk)
+  nr <- as.numeric(n_risk)
+  gw <- cumsum(ifelse(n_event > 0, n_event / (nr * (nr - n_event)), 0))
+  se <- sqrt(gw)
+  z <- stats::qnorm(0.975)
+  lower <- ifelse(surv > 0, surv * exp(-z * se), NA_real_)
+  upper <- ifelse(surv > 0, pmin(1, surv * exp(z * se)), NA_real_)
+  data.frame(group = label, time = ut, surv = surv, lower = lower, upper = upper,
+             n_risk = n_risk, n_event = n_event, n_censor = n_censor, stringsAsFactors = FALSE)
+}
+
+# Survival estimate and limits at time t from a km_curve; NA past follow-up.
+km_at <- function(cv, t, last) {
+  if (t > last) return(c(NA_real_, NA_real_, NA_real_))
+  i <- findInterval(t, cv$time)
+  if (i == 0L) return(c(1, 1, 1))
+  c(cv$surv[i], cv$lower[i], cv$upper[i])
+}
+
+# Median survival, survfit's convention for a curve resting exactly at 0.5.
+km_median <- function(cv) {
+  tol <- sqrt(.Machine$double.eps)
+  i <- which(cv$surv <= 0.5 + tol)
+  if (length(i) == 0L) return(NA_real_)
+  i <- i[1]
+  if (abs(cv$surv[i] - 0.5) < tol) {
+    j <- which(cv$surv < 0.5 - tol)
+    if (length(j) > 0L) return((cv$time[i] + cv$time[j[1]]) / 2)
+  }
+  cv$time[i]
+}
+
+# k-sample log-rank test by risk-set sums over the pooled distinct event times.
+logrank_test <- function(g, time, event) {
+  k <- nlevels(g)
+  ut <- sort(unique(time[event == 1]))
+  gi <- as.integer(g)
+  # n_gj: patients of group g with time >= t_j; d_gj: events of g at t_j.
+  n_gj <- vapply(seq_len(k), function(l) {
+    tl <- sort(time[gi == l])
+    length(tl) - findInterval(ut, tl, left.open = TRUE)
+  }, numeric(length(ut)))
+  d_gj <- vapply(seq_len(k), function(l) tabulate(match(time[gi == l & event == 1], ut), length(ut)),
+                 numeric(length(ut)))
+  n_gj <- matrix(n_gj, ncol = k)
+  d_gj <- matrix(d_gj, ncol = k)
+  nj <- rowSums(n_gj)
+  dj <- rowSums(d_gj)
+  oe <- colSums(d_gj - n_gj * dj / nj)
+  f <- ifelse(nj > 1, dj * (nj - dj) / (nj - 1), 0)
+  prop <- n_gj / nj
+  v <- diag(colSums(f * prop), k) - crossprod(prop * sqrt(f))
+  chisq <- drop(oe[-1] %*% solve(v[-1, -1, drop = FALSE], oe[-1]))
+  data.frame(chisq = chisq, df = k - 1L, p_value = stats::pchisq(chisq, k - 1L, lower.tail = FALSE))
+}
+
+#' @rdname compare_groups
+#' @param x A `compare_groups` object.
+#' @param row.names,optional Ignored (data frame method signature).
+#' @param ... Unused.
+#' @export
+as.data.frame.compare_groups <- function(x, row.names = NULL, optional = FALSE, ...) {
+  out <- x$groups
+  m <- match(out$group, x$hr$group)
+  out$hr <- x$hr$hr[m]
+  out$hr_lower <- x$hr$lower[m]
+  out$hr_upper <- x$hr$upper[m]
+  out$hr_p_value <- x$hr$p_value[m]
+  out$logrank_chisq <- x$logrank$chisq
+  out$logrank_df <- x$logrank$df
+  out$logrank_p <- x$logrank$p_value
+  out
+}
+
+#' @rdname compare_groups
+#' @export
+print.compare_groups <- function(x, ...) {
+  cat("Survival by group (Kaplan-Meier, 95% CI)\n")
+  print(x$groups, row.names = FALSE, digits = 4)
+  cat(sprintf("\nLog-rank: chi-square = %.4g on %d df, p = %.4g\n",
+              x$logrank$chisq, x$logrank$df, x$logrank$p_value))
+  cat(sprintf("Cox hazard ratios vs %s:\n", x$reference))
+  print(x$hr, row.names = FALSE, digits = 4)
+  if (length(x$notes)) cat(paste0("Note: ", x$notes, "\n"), sep = "")
+  invisible(x)
+}
+
+#' @rdname compare_groups
+#' @importFrom ggplot2 .data
+#' @param breaks Times at which the number at risk is shown (default: 6 even
+#'   steps over follow-up).
+#' @export
+plot.compare_groups <- function(x, breaks = NULL, ...) {
+  cv <- x$curves
+  levs <- x$groups$group
+  if (is.null(breaks)) breaks <- pretty(c(0, max(cv$time)), n = 6)
+  start <- data.frame(group = levs, time = 0, surv = 1, lower = 1, upper = 1)
+  steps <- rbind(start, cv[, names(start)])
+  steps$group <- factor(steps$group, levels = levs)
+  steps$panel <- factor("Survival probability", levels = c("Survival probability", "Number at risk"))
+  risk <- do.call(rbind, lapply(levs, function(l) {
+    c1 <- cv[cv$group == l, ]
+    # at risk at b: patients with time >= b
+    at <- vapply(breaks, function(b) sum(c1$n_event[c1$time >= b] + c1$n_censor[c1$time >= b]), numeric(1))
+    data.frame(group = l, time = breaks, n = at)
+  }))
+  risk$group <- factor(risk$group, levels = levs)
+  # rows of the at-risk table, first group on top, in a band shorter than the curves
+  risk$y <- 0.6 * (length(levs) - as.numeric(risk$group) + 1) / (length(levs) + 1)
+  risk$panel <- factor("Number at risk", levels = levels(steps$panel))
+  cens <- cv[cv$n_censor > 0, ]
+  cens$group <- factor(cens$group, levels = levs)
+  cens$panel <- steps$panel[1]
+  ggplot2::ggplot() +
+    ggplot2::geom_step(data = steps, ggplot2::aes(x = .data$time, y = .data$surv, colour = .data$group)) +
+    ggplot2::geom_step(data = steps, ggplot2::aes(x = .data$time, y = .data$lower, colour = .data$group),
+                       linetype = 3, na.rm = TRUE) +
+    ggplot2::geom_step(data = steps, ggplot2::aes(x = .data$time, y = .data$upper, colour = .data$group),
+                       linetype = 3, na.rm = TRUE) +
+    ggplot2::geom_point(data = cens, ggplot2::aes(x = .data$time, y = .data$surv, colour = .data$group),
+                        shape = 3) +
+    ggplot2::geom_text(data = risk, ggplot2::aes(x = .data$time, y = .data$y, label = .data$n,
+                                                 colour = .data$group), show.legend = FALSE) +
+    ggplot2::facet_grid(panel ~ ., scales = "free_y", space = "free_y") +
+    ggplot2::scale_y_continuous(breaks = function(lim) if (lim[2] > 0.9) seq(0, 1, 0.25) else NULL,
+                                expand = ggplot2::expansion(add = 0.06)) +
+    ggplot2::scale_x_continuous(breaks = breaks) +
+    ggplot2::labs(x = "Time", y = NULL, colour = "Group",
+                  caption = sprintf("Log-rank p = %.3g", x$logrank$p_value)) +
+    ggplot2::theme_bw() +
+    ggplot2::theme(legend.position = "top")
+}
