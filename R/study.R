@@ -91,7 +91,7 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
   if (run("baseline")) st$stage("baseline", {
     vars <- unique(c(design$candidates, design$signatures))
     bd <- data
-    bd$cohort <- factor(bd$cohort, levels = cohorts)
+    bd$cohort <- factor(paste(bd$cohort, "cohort"), levels = paste(cohorts, "cohort"))
     for (v in vars) {
       x <- bd[[v]]
       if (is.numeric(x) && all(x %in% c(0, 1, NA))) {
