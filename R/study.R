@@ -13,6 +13,10 @@
 #' (complete case); a test patient with a missing term gets no score. C-index
 #' convention: Harrell's (survival::concordance, tied scores count 1/2).
 #'
+#' Survival axes of the nomogram and calibration times beyond the follow-up of
+#' the training fit (or of a cohort) are left out with a message, and an AUC
+#' at a time without cases or controls is `null`.
+#'
 #' Each stage is timed. A stage that fails is reported by name and the stages
 #' that do not depend on it still run; at the end, after `results.json`
 #' (with `errors`) and the report are written, `run_study()` stops with an
@@ -202,9 +206,8 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
                           design$study, format_time(t), co))
           next
         }
-        set.seed(seed)
         cal <- calibration_test(fit, d, time = t, groups = design$calibration$groups,
-                                B = if (co == design$cohorts$train) design$calibration$B else 0)
+                                B = if (co == design$cohorts$train) design$calibration$B else 0, seed = seed)
         res$calibration[[co]][[format_time(t)]] <- list(hl_chi2 = cal$test$chi2, df = cal$test$df,
                                                         p = cal$test$p_value)
         st$table(sprintf("calibration_%s_%s", co, format_time(t)), as.data.frame(cal))
@@ -393,6 +396,11 @@ prepare_study_table <- function(data, design) {
     stop(sprintf("cohort(s) %s named by the design are not in the table (cohorts present: %s)",
                  paste(sprintf("'%s'", miss), collapse = ", "),
                  paste(sprintf("'%s'", sort(unique(data$cohort))), collapse = ", ")), call. = FALSE)
+  }
+  other <- setdiff(unique(data$cohort), wanted)
+  if (length(other)) {
+    message(sprintf("[%s] cohort(s) not in the design left out: %s", design$study,
+                    paste(other, collapse = ", ")))
   }
   data <- data[data$cohort %in% wanted, , drop = FALSE]
   for (e in c(design$endpoint, design$secondary_endpoints)) {
