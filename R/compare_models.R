@@ -133,6 +133,7 @@ format_time <- function(t) format(t, trim = TRUE, scientific = FALSE)
 #' @export
 as.data.frame.deepnomo_model_comparison <- function(x, ...) x$table
 
+#' @method print deepnomo_model_comparison
 #' @export
 print.deepnomo_model_comparison <- function(x, digits = 3, ...) {
   cat(sprintf("Model comparison, endpoint %s, reference model %s (Harrell's C; Kang and log-C tests)\n",
@@ -244,6 +245,7 @@ weighted_share_at_least <- function(x, w, thresholds) {
   (cw[length(cw)] - cw[below + 1L]) / cw[length(cw)]
 }
 
+#' @method print deepnomo_td_roc
 #' @export
 print.deepnomo_td_roc <- function(x, ...) {
   cat(sprintf("Time-dependent ROC at t = %s: AUC %.4f (%d cases, %d controls, marginal IPCW)\n",

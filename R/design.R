@@ -185,6 +185,7 @@ validate_design <- function(design) {
   structure(design, class = c("deepnomo_design", "list"))
 }
 
+#' @method print deepnomo_design
 #' @export
 print.deepnomo_design <- function(x, ...) {
   cat(sprintf("Study design '%s': endpoint %s; train '%s', test %s\n", x$study, x$endpoint,

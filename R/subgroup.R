@@ -79,6 +79,7 @@ subgroup_analysis <- function(data, endpoint, group, by, min_events = 5) {
 #' @export
 as.data.frame.deepnomo_subgroups <- function(x, ...) x$table
 
+#' @method print deepnomo_subgroups
 #' @export
 print.deepnomo_subgroups <- function(x, digits = 3, ...) {
   cat(sprintf("Subgroup analysis of %s (%s) for endpoint %s\n", x$group, x$contrast, x$endpoint))

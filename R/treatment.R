@@ -164,6 +164,7 @@ predict.deepnomo_treatment_decision <- function(object, newdata, ...) {
             class = "deepnomo_treatment_effect")
 }
 
+#' @method print deepnomo_treatment_decision
 #' @export
 print.deepnomo_treatment_decision <- function(x, ...) {
   cat(sprintf("Treatment decision model (%s vs %s), endpoint %s, %d patients, %d events\n",
@@ -177,6 +178,7 @@ print.deepnomo_treatment_decision <- function(x, ...) {
 #' @export
 as.data.frame.deepnomo_treatment_effect <- function(x, ...) x$patients
 
+#' @method print deepnomo_treatment_effect
 #' @export
 print.deepnomo_treatment_effect <- function(x, digits = 3, ...) {
   cat(sprintf("Predicted %s-month survival benefit of %s over %s: median %.3f (range %.3f to %.3f)\n",
@@ -292,6 +294,7 @@ as.data.frame.deepnomo_chemo_benefit <- function(x, ...) {
   out
 }
 
+#' @method print deepnomo_chemo_benefit
 #' @export
 print.deepnomo_chemo_benefit <- function(x, ...) {
   print(x$treatment)
