@@ -162,3 +162,17 @@ test_that("the shipped designs validate", {
   expect_true("treatment_decision" %in% read_design(files[basename(files) == "cptdn.yaml"])$analyses)
   expect_true("chemo_benefit" %in% read_design(files[basename(files) == "stage2.yaml"])$analyses)
 })
+
+test_that("the same table, design and seed give the same results", {
+  d <- simulate_study_table(150, 100, seed = 5)
+  des <- small_design()
+  des$analyses <- c("selection", "calibration", "cutpoint")
+  run <- function() {
+    res <- suppressMessages(run_study(d, des, tempfile(), seed = 11))
+    res$timings <- NULL
+    res
+  }
+  a <- run()
+  expect_identical(a, run())
+  expect_false(is.null(a$calibration$train[["60"]]$hl_chi2))
+})
