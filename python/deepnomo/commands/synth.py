@@ -11,7 +11,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth(
-        study: str = typer.Option(..., help="design: multiscale | t3n1 | stage2 | recurrent | cptdn"),
+        study: str = typer.Option(
+            ..., help="design: multiscale | t3n1 | stage2 | recurrent | cptdn"),
         preset: str = typer.Option("quick", help="quick (small, fast) | paper (papers' sizes)"),
         seed: int = typer.Option(0, help="random seed; the same seed gives identical files"),
         out: Path = typer.Option(..., help="output folder (must not exist or be empty)"),

@@ -143,8 +143,8 @@ def t3n1(rng, center, cohort, traits) -> Clinical:
         "alb": alb, "alb_abnormal": (alb < 40).astype(float), "crp": crp,
         "crp_abnormal": (crp > 3).astype(float), "ldh": ldh, "ldh_abnormal": (ldh > 250) * 1.0,
         "ebv_dna": ebv, "ebv_dna_4000": (ebv >= 4000).astype(float)})
-    lp = (0.02 * (age - 41) - 0.25 * (sex == "female") + 0.15 * table["crp_abnormal"]
-          + 0.45 * table["ldh_abnormal"] + 0.55 * table["ebv_dna_4000"] + 0.1 * table["smoking"])
+    lp = (0.03 * (age - 41) - 0.3 * (sex == "female") + 0.25 * table["crp_abnormal"]
+          + 0.5 * table["ldh_abnormal"] + 0.7 * table["ebv_dna_4000"] + 0.1 * table["smoking"])
     cov = {"age": _num("years", "age at diagnosis"), "sex": _fac(["male", "female"], "sex"),
            "hgb": _num("g/L", "hemoglobin"),
            **{k: _FLAG_COV[k] for k in ("hgb_abnormal", "family_history", "smoking", "drinking",

@@ -145,8 +145,15 @@ def simulate(study: str, preset: str = "quick", seed: int = 0, **overrides) -> S
     return SynthCohort(design, preset, chosen, seed, table, manifest, tumors, scale)
 
 
+def _finite(x: float, digits: int) -> float | None:
+    return round(float(x), digits) if np.isfinite(x) else None
+
+
 def cohort_summary(sc: SynthCohort) -> dict:
-    """Per-cohort n, events, event rate, median follow-up (reverse KM) and oracle C."""
+    """Per-cohort n, events, event rate, median follow-up (reverse KM) and oracle C.
+
+    Undefined figures (no comparable pair, reverse KM above 0.5) are ``None``.
+    """
     ep = sc.design.primary
     out = {}
     for label in sc.manifest["cohorts"]:
@@ -155,10 +162,10 @@ def cohort_summary(sc: SynthCohort) -> dict:
         out[label] = {
             "n": int(len(d)), "events": int(event.sum()),
             "event_rate": round(float(event.mean()), 4),
-            "median_followup": round(median_followup(time_, event), 2),
-            "oracle_c": {"imaging": round(harrell_c(d["truth_lp_imaging"].to_numpy(),
-                                                    time_, event), 4),
-                         "total": round(harrell_c(d["truth_lp"].to_numpy(), time_, event), 4)},
+            "median_followup": _finite(median_followup(time_, event), 2),
+            "oracle_c": {"imaging": _finite(harrell_c(d["truth_lp_imaging"].to_numpy(),
+                                                      time_, event), 4),
+                         "total": _finite(harrell_c(d["truth_lp"].to_numpy(), time_, event), 4)},
         }
     return out
 

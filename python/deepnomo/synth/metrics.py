@@ -12,7 +12,8 @@ import numpy as np
 _BLOCK = 512
 
 
-def _check_survival(time: np.ndarray, event: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_survival(time: np.ndarray, event: np.ndarray,
+                    name: str) -> tuple[np.ndarray, np.ndarray]:
     time = np.asarray(time, dtype=float)
     event = np.asarray(event)
     if time.ndim != 1 or time.shape != event.shape:

@@ -8,12 +8,12 @@ draws (:mod:`deepnomo.synth.images`) and enter the hazard linearly
 =============  ==========================================  ======================
 trait          visible as                                   log-HR per SD
 =============  ==========================================  ======================
-volume         tumor size (mL); log-volume = log(median) + 0.55 z      0.40
-necrosis       dark, non-enhancing core (T2-bright, PET-cold)           0.35
-heterogeneity  amplitude of fine intra-tumor texture                    0.45
-irregularity   lobulated, irregular margin                              0.60
-enhancement    CE-T1 enhancement ratio; PET uptake (recurrent)          0.15
-pathology      nuclear density / atypia on H&E (multiscale only)        0.50
+volume         tumor size (mL); log-volume = log(median) + 0.55 z      0.50
+necrosis       dark, non-enhancing core (T2-bright, PET-cold)           0.45
+heterogeneity  amplitude of fine intra-tumor texture                    0.60
+irregularity   lobulated, irregular margin                              0.80
+enhancement    CE-T1 enhancement ratio; PET uptake (recurrent)          0.20
+pathology      nuclear density / atypia on H&E (multiscale only)        0.60
 =============  ==========================================  ======================
 
 For the treatment designs the enhancement trait is also the predictive
@@ -28,8 +28,8 @@ import pandas as pd
 from scipy.special import ndtr
 
 TRAITS = ("volume", "necrosis", "heterogeneity", "irregularity", "enhancement")
-BETA = {"volume": 0.40, "necrosis": 0.35, "heterogeneity": 0.45, "irregularity": 0.60,
-        "enhancement": 0.15, "pathology": 0.50}
+BETA = {"volume": 0.50, "necrosis": 0.45, "heterogeneity": 0.60, "irregularity": 0.80,
+        "enhancement": 0.20, "pathology": 0.60}
 CORR = np.array([
     [1.00, 0.40, 0.25, 0.15, 0.10],
     [0.40, 1.00, 0.30, 0.10, 0.00],
