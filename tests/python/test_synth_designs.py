@@ -112,7 +112,7 @@ def test_cox_on_true_phenotype_reaches_oracle_and_clinical_is_below(quick):
 
 @pytest.mark.parametrize("study", ["cptdn", "stage2"])
 def test_treatment_benefit_depends_on_predictive_phenotype(study):
-    sc = simulate(study, "paper", seed=2)
+    sc = simulate(study, "paper", seed=2, event_rate=0.25)
     t = sc.table
     arms = sc.design.arms
     key = {"CCRT": "ccrt", "ICT+CCRT": "ict_ccrt", "none": "none", "DDP/NDP": "ddp_ndp"}
@@ -128,7 +128,7 @@ def test_treatment_benefit_depends_on_predictive_phenotype(study):
         d = t[keep & part.to_numpy()]
         x = (d["treatment"] == arms[1]).to_numpy(float)
         hr.append(cox_fit(x[:, None], d[f"{ep}_time"], d[f"{ep}_event"])[0])
-    assert hr[0] < hr[1] - 0.4
+    assert hr[0] < hr[1] - 0.3
     # the actual arm's truth column is the matching counterfactual one
     for arm in arms:
         rows = (t["treatment"] == arm).to_numpy()

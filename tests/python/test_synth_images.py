@@ -176,3 +176,20 @@ def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         generate("recurrent", "quick", 1, tmp_path / "cohort", sizes=TINY["recurrent"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("study", sorted(TINY) + ["cptdn", "stage2", "t3n1"])
+def test_largest_tumors_fit_inside_every_center_grid(study):
+    from deepnomo.synth import images
+    from deepnomo.synth.designs import ACQUISITIONS
+
+    sc = simulate(study, "quick", seed=2)
+    for i in np.argsort(-sc.tumors["volume_ml"].to_numpy())[:6]:
+        for acq in ACQUISITIONS.values():
+            grid = images.make_grid(acq, sc.preset.images, sc.design.fov_mm)
+            tumor = images.render_tumor(np.random.default_rng(i), grid,
+                                        sc.tumors.iloc[i].to_dict())
+            inside = (tumor.level < 0.1).reshape(grid.shape)
+            faces = [inside[0], inside[-1], inside[:, 0], inside[:, -1],
+                     inside[:, :, 0], inside[:, :, -1]]
+            assert not any(f.any() for f in faces), (study, i, acq.spacing)

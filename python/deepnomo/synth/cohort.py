@@ -189,7 +189,7 @@ def _render_patient(sc: SynthCohort, i: int, root: Path) -> list[dict]:
     rows: list[dict] = []
     volumes = [m for m in sc.design.modalities if m != "he"]
     if volumes:
-        grid = img.make_grid(acq, sc.preset.images)
+        grid = img.make_grid(acq, sc.preset.images, sc.design.fov_mm)
         tumor = img.render_tumor(rng, grid, params)
         masks = img.reader_masks(rng, grid, tumor)
         for r, mask in enumerate(masks, start=1):

@@ -78,11 +78,10 @@ class Cohort:
 class ImageSpec:
     """Image sizes of a preset.
 
-    ``fov_mm`` is the physical field of view (x, y, z); in-plane spacing is the
-    center's divided by ``inplane_factor`` (slices keep the center's thickness).
+    In-plane spacing is the center's divided by ``inplane_factor`` (slices keep
+    the center's thickness); H&E tiles are ``tile_px`` square.
     """
 
-    fov_mm: tuple[float, float, float] = (96.0, 96.0, 72.0)
     inplane_factor: float = 1.0
     tiles_per_patient: int = 2
     tile_px: int = 64
@@ -111,6 +110,7 @@ class Design:
     modalities : image modalities per patient (``t1``, ``t2``, ``t1c``, ``pet``, ``ct``, ``he``).
     arms : treatment arms whose effect is modelled (first = reference), empty if none.
     volume_ml : median tumor volume (mL).
+    fov_mm : field of view (x, y, z) in mm, large enough for the largest tumors.
     """
 
     name: str
@@ -125,6 +125,7 @@ class Design:
     arms: tuple[str, ...]
     volume_ml: float
     presets: Mapping[str, Preset]
+    fov_mm: tuple[float, float, float] = (96.0, 96.0, 88.0)
 
 
 def _c(label: str, **centers: int) -> Cohort:
@@ -150,7 +151,8 @@ DESIGNS: dict[str, Design] = {
         {"quick": Preset((_c("train", center1=200), _c("internal_test", center1=60),
                           _c("external_test", center2=60)), 0.35),
          "paper": Preset((_c("train", center1=132), _c("internal_test", center1=44),
-                          _c("external_test", center2=44)), 0.25, _PAPER_IMAGES)}),
+                          _c("external_test", center2=44)), 0.25, _PAPER_IMAGES)},
+        fov_mm=(80.0, 80.0, 72.0)),
     "t3n1": Design(
         "t3n1", "T3N1M0, ICT+CCRT, MRI deep learning nomogram, DFS", "dfs", _DFS,
         _FAIL, (42.0, 89.0), 0.001, 0.9, _MR, (), 24.0,
@@ -165,13 +167,15 @@ DESIGNS: dict[str, Design] = {
         {"quick": Preset((_c("train", center1=360),
                           _c("external_test", center2=170, center3=130)), 0.20),
          "paper": Preset((_c("train", center1=575),
-                          _c("external_test", center2=285, center3=212)), 0.07, _PAPER_IMAGES)}),
+                          _c("external_test", center2=285, center3=212)), 0.07, _PAPER_IMAGES)},
+        fov_mm=(72.0, 72.0, 64.0)),
     "recurrent": Design(
         "recurrent", "recurrent disease, PET/CT deep learning, OS", "os",
         {"os": _DFS["os"]}, {"death": 1.0}, (12.0, 60.0), 0.001, 1.1, ("pet", "ct"), (), 15.0,
         {"quick": Preset((_c("train", center1=180), _c("test", center1=120)), 0.45),
          "paper": Preset((_c("train", center1=269), _c("test", center1=151)), 0.42,
-                         _PAPER_IMAGES)}),
+                         _PAPER_IMAGES)},
+        fov_mm=(84.0, 84.0, 76.0)),
     "cptdn": Design(
         "cptdn", "T3N1M0, CCRT vs ICT+CCRT, prognosis and treatment decision, DFS", "dfs",
         _DFS, _FAIL, (39.0, 89.0), 0.001, 0.9, _MR, ("CCRT", "ICT+CCRT"), 24.0,

@@ -1,9 +1,9 @@
 """Images rendered from a tumor's physical parameters, with per-center acquisition effects.
 
-Geometry: every volume covers the preset's field of view, centred on the
+Geometry: every volume covers the design's field of view, centred on the
 origin (LPS, identity direction), sampled on the center's grid (in-plane
 spacing / ``inplane_factor``; slice thickness, hence slice count, per center).
-The tumor is the level set ``f(x) = |x - c| / R - 1 - irregularity * g(x) < 0``
+The tumor is the level set ``f(x) = |x - c| / R - 1 - irregularity * tanh(g(x)) < 0``
 of a smooth random field ``g``; its necrotic core is ``f(x) + 1 < fraction^(1/3)``;
 fine texture ``t(x)`` modulates viable tumor by ``1 + heterogeneity * t(x)``.
 Smooth fields are sums of random plane waves, so they do not depend on the grid.
@@ -53,11 +53,11 @@ class Grid:
         return tuple(-(n - 1) / 2.0 * s for n, s in zip(self.size, self.spacing, strict=True))
 
 
-def make_grid(acq: Acquisition, spec: ImageSpec) -> Grid:
-    """The center's sampling grid over the preset's field of view."""
+def make_grid(acq: Acquisition, spec: ImageSpec, fov_mm: tuple[float, float, float]) -> Grid:
+    """The center's sampling grid over a field of view (mm, x-y-z)."""
     sx, sy, sz = acq.spacing
     spacing = (sx / spec.inplane_factor, sy / spec.inplane_factor, sz)
-    size = tuple(max(4, int(round(f / s))) for f, s in zip(spec.fov_mm, spacing, strict=True))
+    size = tuple(max(4, int(round(f / s))) for f, s in zip(fov_mm, spacing, strict=True))
     axes = [((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32)
             for n, s in zip(size, spacing, strict=True)]
     z, y, x = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
@@ -96,7 +96,7 @@ def render_tumor(rng: np.random.Generator, grid: Grid, params: dict) -> Tumor:
     rel = grid.coords - centre.astype(np.float32)
     dist = np.sqrt((rel**2).sum(axis=1)) / radius
     lobes = plane_wave_field(rng, rel, wavelength=1.3 * radius, waves=10)
-    level = dist - 1.0 - float(params["irregularity"]) * lobes
+    level = dist - 1.0 - float(params["irregularity"]) * np.tanh(lobes)
     sharp = radius / EDGE_MM
     inside = expit(-level * sharp)
     core_radius = float(params["necrotic_fraction"]) ** (1.0 / 3.0)
@@ -174,12 +174,12 @@ def render_tile(rng: np.random.Generator, size: int, atypia: float, til_high: bo
     pix = np.stack([xx.ravel(), yy.ravel()], axis=1)
     eosin = 0.45 + 0.18 * plane_wave_field(rng, pix, wavelength=size / 3.0, waves=6)
     hema = np.zeros(size * size, dtype=np.float32)
-    n_tumor = rng.poisson(area * (18 + 22 * atypia))
+    n_tumor = rng.poisson(area * (12 + 36 * atypia))
     n_lymph = rng.poisson(area * (14 if til_high else 4))
     radii = np.concatenate([
         np.exp(np.log(2.6 + 1.6 * atypia) + (0.08 + 0.3 * atypia) * rng.standard_normal(n_tumor)),
         np.full(n_lymph, 1.5)])
-    darkness = np.concatenate([np.full(n_tumor, 0.55 + 0.6 * atypia), np.full(n_lymph, 1.3)])
+    darkness = np.concatenate([np.full(n_tumor, 0.45 + 0.8 * atypia), np.full(n_lymph, 1.3)])
     centres = rng.uniform(0, size, (radii.size, 2)).astype(np.float32)
     stretch = rng.uniform(1.0, 1.0 + 0.6 * atypia, radii.size)
     angle = rng.uniform(0, np.pi, radii.size)

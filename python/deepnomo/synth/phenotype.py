@@ -71,7 +71,7 @@ def tumor_parameters(traits: pd.DataFrame, volume_ml: float) -> pd.DataFrame:
         "radius_mm": np.cbrt(3.0 * vol * 1000.0 / (4.0 * np.pi)),
         "necrotic_fraction": 1.0 / (1.0 + np.exp(1.7 - 0.8 * z["z_necrosis"].to_numpy())),
         "heterogeneity": 0.12 * np.exp(0.45 * z["z_heterogeneity"].to_numpy()),
-        "irregularity": 0.24 * ndtr(z["z_irregularity"].to_numpy()),
+        "irregularity": 0.30 * ndtr(z["z_irregularity"].to_numpy()),
         "enhancement": 1.0 + 0.5 * np.exp(0.35 * z["z_enhancement"].to_numpy()),
         "uptake": 4.5 * np.exp(0.35 * z["z_enhancement"].to_numpy()),
     })
