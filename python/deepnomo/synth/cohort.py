@@ -236,6 +236,14 @@ def write_cohort_dir(sc: SynthCohort, out: str | os.PathLike, overwrite: bool = 
     Everything is written into a temporary folder beside ``out`` and renamed at
     the end, so ``out`` is either untouched or complete.
 
+    ``cases.csv`` has one row per (image, reader): ``patient_id``, ``modality``
+    (``t1``, ``t2``, ``t1c``, ``pet``, ``ct``), ``image`` and ``mask`` paths
+    relative to ``out``, ``reader`` (1 or 2); H&E tiles (``he``) have one row per
+    tile with empty ``mask`` and ``reader``. ``summary.json`` holds the design,
+    preset, seed, target event rate, Weibull parameters, per-cohort figures
+    (:func:`cohort_summary`), ``disk_bytes`` (every file but the summary itself)
+    and ``generation_seconds``.
+
     Returns
     -------
     dict

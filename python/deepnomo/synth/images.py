@@ -5,7 +5,9 @@ origin (LPS, identity direction), sampled on the center's grid (in-plane
 spacing / ``inplane_factor``; slice thickness, hence slice count, per center).
 The tumor is the level set ``f(x) = |x - c| / R - 1 - irregularity * tanh(g(x)) < 0``
 of a smooth random field ``g``; its necrotic core is ``f(x) + 1 < fraction^(1/3)``;
-fine texture ``t(x)`` modulates viable tumor by ``1 + heterogeneity * t(x)``.
+texture ``t(x)`` of wavelength ``texture_mm`` modulates viable tumor by
+``1 + heterogeneity * t(x)``: the heterogeneity trait mostly sets the texture's
+coarseness, which first-order intensity statistics do not see.
 Smooth fields are sums of random plane waves, so they do not depend on the grid.
 
 MR (T1, T2, CE-T1, co-registered; one mask pair per patient):
@@ -84,7 +86,7 @@ class Tumor:
     level: np.ndarray  # f(x): < 0 inside
     inside: np.ndarray  # soft membership 0-1
     core: np.ndarray  # soft core membership 0-1 (within the tumor)
-    texture: np.ndarray  # unit-variance fine texture
+    texture: np.ndarray  # unit-variance texture
     anatomy: np.ndarray  # unit-variance coarse background structure
     radius: float
 
@@ -101,7 +103,7 @@ def render_tumor(rng: np.random.Generator, grid: Grid, params: dict) -> Tumor:
     inside = expit(-level * sharp)
     core_radius = float(params["necrotic_fraction"]) ** (1.0 / 3.0)
     core = expit(-((level + 1.0) - core_radius) * sharp)
-    texture = plane_wave_field(rng, rel, wavelength=6.0, waves=24)
+    texture = plane_wave_field(rng, rel, wavelength=float(params["texture_mm"]), waves=24)
     anatomy = plane_wave_field(rng, grid.coords, wavelength=35.0, waves=8)
     return Tumor(level.astype(np.float32), inside.astype(np.float32), core.astype(np.float32),
                  texture.astype(np.float32), anatomy.astype(np.float32), radius)

@@ -8,10 +8,10 @@ draws (:mod:`deepnomo.synth.images`) and enter the hazard linearly
 =============  ==========================================  ======================
 trait          visible as                                   log-HR per SD
 =============  ==========================================  ======================
-volume         tumor size (mL); log-volume = log(median) + 0.55 z      0.50
-necrosis       dark, non-enhancing core (T2-bright, PET-cold)           0.45
-heterogeneity  amplitude of fine intra-tumor texture                    0.60
-irregularity   lobulated, irregular margin                              0.80
+volume         tumor size (mL); log-volume = log(median) + 0.55 z      0.45
+necrosis       dark, non-enhancing core (T2-bright, PET-cold)           0.40
+heterogeneity  finer (shorter-wavelength), slightly stronger texture     0.75
+irregularity   lobulated, irregular margin                              0.85
 enhancement    CE-T1 enhancement ratio; PET uptake (recurrent)          0.20
 pathology      nuclear density / atypia on H&E (multiscale only)        0.60
 =============  ==========================================  ======================
@@ -28,13 +28,13 @@ import pandas as pd
 from scipy.special import ndtr
 
 TRAITS = ("volume", "necrosis", "heterogeneity", "irregularity", "enhancement")
-BETA = {"volume": 0.50, "necrosis": 0.45, "heterogeneity": 0.60, "irregularity": 0.80,
+BETA = {"volume": 0.45, "necrosis": 0.40, "heterogeneity": 0.75, "irregularity": 0.85,
         "enhancement": 0.20, "pathology": 0.60}
 CORR = np.array([
-    [1.00, 0.40, 0.25, 0.15, 0.10],
-    [0.40, 1.00, 0.30, 0.10, 0.00],
-    [0.25, 0.30, 1.00, 0.20, 0.00],
-    [0.15, 0.10, 0.20, 1.00, 0.00],
+    [1.00, 0.30, 0.10, 0.10, 0.10],
+    [0.30, 1.00, 0.10, 0.00, 0.00],
+    [0.10, 0.10, 1.00, 0.10, 0.00],
+    [0.10, 0.00, 0.10, 1.00, 0.00],
     [0.10, 0.00, 0.00, 0.00, 1.00],
 ])
 Z_LIMIT = 2.8
@@ -60,7 +60,8 @@ def tumor_parameters(traits: pd.DataFrame, volume_ml: float) -> pd.DataFrame:
 
     Columns: ``volume_ml``, ``radius_mm`` (sphere of that volume),
     ``necrotic_fraction`` (volume fraction of the core, 0-1),
-    ``heterogeneity`` (relative texture amplitude), ``irregularity`` (margin
+    ``heterogeneity`` (relative texture amplitude), ``texture_mm`` (texture
+    wavelength; shorter = more heterogeneous), ``irregularity`` (margin
     perturbation, fraction of the radius), ``enhancement`` (CE-T1 / T1 tumor
     signal ratio), ``uptake`` (viable-tumor SUV), ``atypia`` (0-1, H&E).
     """
@@ -70,7 +71,8 @@ def tumor_parameters(traits: pd.DataFrame, volume_ml: float) -> pd.DataFrame:
         "volume_ml": vol,
         "radius_mm": np.cbrt(3.0 * vol * 1000.0 / (4.0 * np.pi)),
         "necrotic_fraction": 1.0 / (1.0 + np.exp(1.7 - 0.8 * z["z_necrosis"].to_numpy())),
-        "heterogeneity": 0.12 * np.exp(0.45 * z["z_heterogeneity"].to_numpy()),
+        "heterogeneity": 0.15 * np.exp(0.15 * z["z_heterogeneity"].to_numpy()),
+        "texture_mm": 7.0 * np.exp(-0.4 * z["z_heterogeneity"].to_numpy()),
         "irregularity": 0.30 * ndtr(z["z_irregularity"].to_numpy()),
         "enhancement": 1.0 + 0.5 * np.exp(0.35 * z["z_enhancement"].to_numpy()),
         "uptake": 4.5 * np.exp(0.35 * z["z_enhancement"].to_numpy()),
