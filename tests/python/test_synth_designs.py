@@ -147,6 +147,10 @@ def test_covariate_distributions_follow_table_1():
     ext = s[s["cohort"] == "external_test"]
     assert 0.08 < ext["ebv_dna_detectable"].isna().mean() < 0.18  # "Unknown" 13.1%
     assert s.loc[s["cohort"] == "train", "ldh_abnormal"].isna().sum() == 0
+    m = simulate("multiscale", "paper", seed=1).table
+    anemia = m.groupby("cohort")["anemia"].mean()  # worse anemia in the external cohort
+    assert anemia["external_test"] > 0.45 and anemia["train"] < 0.32
+    assert 0.4 < m["ebv_dna"].isna().mean() < 0.6  # EBV DNA measured in about half
     r = simulate("recurrent", "paper", seed=1).table
     assert abs((r["rt_stage"] == "T3").mean() - 0.43) < 0.06
     assert (r.loc[r["n_stage"] == "N0", "node_suv_max"].dropna() == 0).all()

@@ -175,7 +175,7 @@ def render_tile(rng: np.random.Generator, size: int, atypia: float, til_high: bo
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     pix = np.stack([xx.ravel(), yy.ravel()], axis=1)
     eosin = 0.45 + 0.18 * plane_wave_field(rng, pix, wavelength=size / 3.0, waves=6)
-    hema = np.zeros(size * size, dtype=np.float32)
+    hema = np.zeros((size, size), dtype=np.float32)
     n_tumor = rng.poisson(area * (12 + 36 * atypia))
     n_lymph = rng.poisson(area * (14 if til_high else 4))
     radii = np.concatenate([
@@ -186,12 +186,16 @@ def render_tile(rng: np.random.Generator, size: int, atypia: float, til_high: bo
     stretch = rng.uniform(1.0, 1.0 + 0.6 * atypia, radii.size)
     angle = rng.uniform(0, np.pi, radii.size)
     for k in range(radii.size):
-        d = pix - centres[k]
+        reach = radii[k] + 4.0  # the soft edge is negligible beyond this
+        x0, x1 = (int(np.clip(centres[k, 0] + d, 0, size)) for d in (-reach, reach + 1))
+        y0, y1 = (int(np.clip(centres[k, 1] + d, 0, size)) for d in (-reach, reach + 1))
+        dx, dy = xx[y0:y1, x0:x1] - centres[k, 0], yy[y0:y1, x0:x1] - centres[k, 1]
         c, s = np.cos(angle[k]), np.sin(angle[k])
-        u, v = d[:, 0] * c + d[:, 1] * s, (-d[:, 0] * s + d[:, 1] * c) * stretch[k]
-        r = np.sqrt(u * u + v * v)
-        hema = np.maximum(hema, darkness[k] * expit((radii[k] - r) / 0.6))
+        u, v = dx * c + dy * s, (-dx * s + dy * c) * stretch[k]
+        blob = darkness[k] * expit((radii[k] - np.sqrt(u * u + v * v)) / 0.6)
+        hema[y0:y1, x0:x1] = np.maximum(hema[y0:y1, x0:x1], blob)
     h_vec, e_vec = (_unit(v) for v in acq.stain)
-    od = hema[:, None] * h_vec[None, :] + np.clip(eosin, 0.05, None)[:, None] * e_vec[None, :]
+    od = (hema.ravel()[:, None] * h_vec[None, :]
+          + np.clip(eosin, 0.05, None)[:, None] * e_vec[None, :])
     rgb = 255.0 * np.exp(-od) + rng.normal(0.0, 3.0, od.shape)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(size, size, 3)
