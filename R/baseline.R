@@ -39,7 +39,7 @@
 #' @param digits Decimal places of summaries.
 #' @return A data frame with columns `variable`, `level`, one column per group
 #'   (named by the group level), `p_value` (on the first row of each variable)
-#'   and `test`. The first row (`variable = "N"`) gives the group sizes.
+#'   and `test_used` (the name of the test). The first row (`variable = "N"`) gives the group sizes.
 #' @references Shapiro SS, Wilk MB (1965). Biometrika 52:591-611.
 #' @examples
 #' d <- survival::pbc[1:312, ]
@@ -74,7 +74,7 @@ baseline_table <- function(data, by, vars, continuous = c("median_range", "media
     stop(sprintf("baseline_table(): `by` column %s has fewer than two groups", by), call. = FALSE)
   }
   groups <- levels(g)
-  clash <- intersect(groups, c("variable", "level", "p_value", "test"))
+  clash <- intersect(groups, c("variable", "level", "p_value", "test_used"))
   if (length(clash)) {
     stop(sprintf("baseline_table(): `by` level(s) %s clash with the table's column names",
                  paste(clash, collapse = ", ")), call. = FALSE)
@@ -135,7 +135,7 @@ make_row <- function(variable, level, cells, groups, p, test) {
   row <- data.frame(variable = variable, level = level, stringsAsFactors = FALSE)
   for (i in seq_along(groups)) row[[groups[i]]] <- cells[[i]]
   row$p_value <- p
-  row$test <- test
+  row$test_used <- test
   row
 }
 

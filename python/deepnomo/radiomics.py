@@ -23,7 +23,7 @@ from deepnomo.io import Case, read_image
 from deepnomo.preprocess import CaseError, align_mask, check_image, check_mask
 
 PRESET_DIR = Path(__file__).resolve().parent / "data" / "radiomics"
-PRESETS = ("multiscale", "stage2", "ibsi_phantom")
+PRESETS = ("multiscale", "stage2", "quick", "ibsi_phantom")
 
 
 def params_file(params: str | Path) -> Path:

@@ -24,7 +24,7 @@ test_that("continuous p-values equal the test chosen by Shapiro-Wilk (pbc, two g
     row <- tab[tab$variable == v & !is.na(tab$p_value), ]
     expect_equal(row$p_value, expected_continuous_p(d[[v]], d$trt), tolerance = 1e-12)
   }
-  expect_equal(tab$test[tab$variable == "bili"][1], "Wilcoxon rank-sum")
+  expect_equal(tab$test_used[tab$variable == "bili"][1], "Wilcoxon rank-sum")
   # group sizes and the median (range) cell
   expect_equal(tab[tab$variable == "N", "placebo"], "154")
   age_p <- d$age[d$trt == "placebo"]
@@ -40,7 +40,7 @@ test_that("normal data take the t-test / ANOVA path, skewed data Kruskal-Wallis"
                   x = 50 + 10 * c(sample(q40), sample(q40), sample(q40)), y = rexp(120))
   d$x[d$g2 == "b"] <- d$x[d$g2 == "b"] + 4
   t2 <- baseline_table(d, "g2", c("x", "y"), mean_sd = TRUE, continuous = "median_iqr")
-  expect_equal(t2$test[t2$variable == "x"][1], "Welch t-test")
+  expect_equal(t2$test_used[t2$variable == "x"][1], "Welch t-test")
   expect_equal(t2$p_value[t2$variable == "x"][1], t.test(x ~ g2, data = d)$p.value)
   expect_equal(t2$p_value[t2$variable == "y"][1],
                wilcox.test(y ~ g2, data = d)$p.value)
@@ -51,10 +51,10 @@ test_that("normal data take the t-test / ANOVA path, skewed data Kruskal-Wallis"
   expect_equal(t2[t2$variable == "x" & t2$level == "median (IQR)", "a"],
                sprintf("%.1f (%.1f-%.1f)", median(xa), q[1], q[2]))
   t3 <- baseline_table(d, "g3", c("x", "y"))
-  expect_equal(t3$test[t3$variable == "x"][1], "ANOVA")
+  expect_equal(t3$test_used[t3$variable == "x"][1], "ANOVA")
   expect_equal(t3$p_value[t3$variable == "x"][1],
                summary(aov(x ~ g3, data = d))[[1]][["Pr(>F)"]][1], tolerance = 1e-10)
-  expect_equal(t3$test[t3$variable == "y"][1], "Kruskal-Wallis")
+  expect_equal(t3$test_used[t3$variable == "y"][1], "Kruskal-Wallis")
   expect_equal(t3$p_value[t3$variable == "y"][1], kruskal.test(y ~ factor(g3), data = d)$p.value)
 })
 
@@ -62,7 +62,7 @@ test_that("categorical: chi-square, Fisher when an expected count < 5, Unknown r
   d <- pbc_trial()
   tab <- baseline_table(d, "trt", c("sex", "stage", "ascites"))
   expect_equal(tab$p_value[tab$variable == "stage"][1], chisq.test(table(d$stage, d$trt))$p.value)
-  expect_equal(tab$test[tab$variable == "sex"][1], "Chi-square")
+  expect_equal(tab$test_used[tab$variable == "sex"][1], "Chi-square")
   expect_equal(tab$p_value[tab$variable == "sex"][1], chisq.test(table(d$sex, d$trt))$p.value)
   stage1 <- sum(d$stage == "1" & d$trt == "placebo", na.rm = TRUE)
   expect_equal(tab[tab$variable == "stage" & tab$level == "1", "placebo"],
@@ -72,7 +72,7 @@ test_that("categorical: chi-square, Fisher when an expected count < 5, Unknown r
   lung$sex <- factor(lung$sex, 1:2, c("male", "female"))
   lung$ph.ecog <- factor(lung$ph.ecog)
   tl <- baseline_table(lung, "sex", c("ph.ecog", "meal.cal"))
-  expect_equal(tl$test[tl$variable == "ph.ecog"][1], "Fisher's exact")
+  expect_equal(tl$test_used[tl$variable == "ph.ecog"][1], "Fisher's exact")
   expect_equal(tl$p_value[tl$variable == "ph.ecog"][1],
                fisher.test(table(lung$ph.ecog, lung$sex))$p.value)
   unk <- tl[tl$variable == "ph.ecog" & tl$level == "Unknown", ]
@@ -92,7 +92,7 @@ test_that("the table is written as CSV and markdown or HTML", {
   expect_equal(back$placebo, tab$placebo)
   md <- readLines(paste0(stem, ".md"))
   expect_equal(length(md), nrow(tab) + 2L)
-  expect_match(md[1], "| variable | level | D-penicillamine | placebo | p_value | test |",
+  expect_match(md[1], "| variable | level | D-penicillamine | placebo | p_value | test_used |",
                fixed = TRUE)
   baseline_table(d, "trt", c("age"), file = paste0(stem, ".html"))
   expect_true(any(grepl("<td>Wilcoxon rank-sum</td>", readLines(paste0(stem, ".html")))))

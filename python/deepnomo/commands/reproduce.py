@@ -2,80 +2,64 @@
 
 from __future__ import annotations
 
-import json
+import time
+import traceback
 from pathlib import Path
 
 import typer
 
-from deepnomo.bridge.rconvert import from_r, r_session, to_r
-from deepnomo.bridge.schema import validate_cohort, write_cohort
-
-MONTH_DAYS = 365.25 / 12
+from deepnomo.reproduce import STUDIES, reproduce_study, write_index
+from deepnomo.stages import StageError
 
 
-def lung_cohort() -> tuple:
-    """R's ``survival::lung`` as a cohort table (times in months) and its manifest."""
-    ro = r_session()
-    lung = from_r(ro.r("survival::lung"))
-    df = lung.dropna(subset=["ph.ecog"]).reset_index(drop=True)
-    import pandas as pd
-
-    table = pd.DataFrame({
-        "patient_id": [f"lung{i + 1:03d}" for i in range(len(df))],
-        "cohort": "train",
-        "center": df["inst"].map(lambda v: "unknown" if pd.isna(v) else f"inst{int(v)}"),
-        "os_time": df["time"].astype(float) / MONTH_DAYS,
-        "os_event": (df["status"] == 2).astype("int64"),
-        "age": df["age"].astype(float),
-        "sex": pd.Categorical(df["sex"].map({1: "male", 2: "female"}),
-                              categories=["male", "female"]),
-        "ph_ecog": df["ph.ecog"].astype(float),
-    })
-    manifest = {
-        "study": "lung",
-        "time_unit": "months",
-        "endpoints": {"os": {"description": "overall survival"}},
-        "covariates": {
-            "age": {"type": "numeric", "unit": "years"},
-            "sex": {"type": "factor", "levels": ["male", "female"]},
-            "ph_ecog": {"type": "numeric"},
-        },
-    }
-    return table, manifest
-
-
-def run_lung(out: Path) -> dict:
-    """The smallest honest end-to-end path: Python table -> R Cox model -> C-index."""
-    table, manifest = lung_cohort()
-    validate_cohort(table, manifest)
-    out.mkdir(parents=True, exist_ok=True)
-    write_cohort(table, manifest, out / "cohort.csv")
-    ro = r_session()
-    fit = ro.r("""function(d) {
-      fit <- survival::coxph(survival::Surv(os_time, os_event) ~ age + sex + ph_ecog, data = d)
-      lp <- stats::predict(fit, type = "lp")
-      cc <- survival::concordance(survival::Surv(d$os_time, d$os_event) ~ lp, reverse = TRUE)
-      est <- unname(cc$concordance); se <- sqrt(unname(cc$var))
-      list(coef = stats::coef(fit), c_index = est, se = se,
-           lower = est - stats::qnorm(0.975) * se, upper = est + stats::qnorm(0.975) * se,
-           n = nrow(d), events = sum(d$os_event))
-    }""")(to_r(table))
-    res = {k: (list(fit.rx2(k)) if k == "coef" else float(fit.rx2(k)[0]))
-           for k in ("coef", "c_index", "se", "lower", "upper", "n", "events")}
-    res["coef"] = dict(zip(list(ro.r["names"](fit.rx2("coef"))), res["coef"], strict=True))
-    (out / "results.json").write_text(json.dumps(res, indent=2))
-    return res
+def _headline(res: dict) -> str:
+    parts = []
+    for name, cohorts in (res.get("models") or {}).items():
+        cs = [f"{c} {v['c_index']:.3f}" for c, v in cohorts.items()
+              if isinstance(v, dict) and v.get("c_index") is not None]
+        if cs:
+            parts.append(f"{name}: " + ", ".join(cs))
+    return "; ".join(parts)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("reproduce")
     def reproduce(
-        study: str = typer.Option("all", help="study design name, or 'all'"),
+        study: str = typer.Option("all", help=f"one of {', '.join(STUDIES)}, or 'all'"),
         preset: str = typer.Option("quick", help="quick | paper"),
+        seed: int = typer.Option(1, help="seed of the synthetic cohorts and the models"),
         out: Path = typer.Option(Path("results"), help="output folder"),
     ) -> None:
-        """Re-run study designs end to end and write results."""
-        res = run_lung(out / "lung")
-        typer.echo(f"lung (survival::lung, n={int(res['n'])}, events={int(res['events'])}): "
-                   f"Cox(age + sex + ph_ecog) C-index {res['c_index']:.3f} "
-                   f"(95% CI {res['lower']:.3f}-{res['upper']:.3f})")
+        """Re-run study designs end to end: cohort, signatures, R statistics, report."""
+        if preset not in ("quick", "paper"):
+            raise typer.BadParameter(f"unknown preset '{preset}' (quick | paper)")
+        studies = list(STUDIES) if study == "all" else [study]
+        unknown = [s for s in studies if s not in STUDIES]
+        if unknown:
+            raise typer.BadParameter(f"unknown study '{unknown[0]}'; known: "
+                                     f"{', '.join(STUDIES)}")
+        failed: dict[str, str] = {}
+        start = time.perf_counter()
+        for name in studies:
+            typer.echo(f"== {name} ({preset} preset, seed {seed})")
+            try:
+                res = reproduce_study(name, preset, seed, out,
+                                      log=lambda s: typer.echo(s, err=True))
+            except StageError as exc:
+                failed[name] = str(exc)
+                typer.echo(f"FAILED: {exc}", err=True)
+                traceback.print_exception(exc.__cause__ or exc)
+                continue
+            except Exception as exc:  # a failure outside the staged work
+                failed[name] = f"study '{name}': {exc}"
+                typer.echo(f"FAILED: study '{name}': {exc}", err=True)
+                traceback.print_exc()
+                continue
+            typer.echo(f"   {_headline(res)}")
+            typer.echo(f"   report: {out / name / 'report.html'}")
+        index = write_index(out, studies)
+        typer.echo(f"index: {index} ({time.perf_counter() - start:.0f} s)")
+        if failed:
+            for name, why in failed.items():
+                typer.echo(f"failed: {name}: {why}", err=True)
+            raise typer.Exit(code=1)

@@ -1,0 +1,373 @@
+"""Re-run a study design end to end: synthetic cohort -> radiomics -> deep-learning
+signatures -> cohort table -> R ``run_study()`` -> report.
+
+Every stage is cached by the content hash of its inputs and configuration
+(:mod:`deepnomo.stages`), so an interrupted ``deepnomo reproduce`` resumes
+from the stages that finished. Stage outputs live in
+``<out>/<study>/stages/<stage>/``; the study's results (``cohort.csv`` +
+manifest, ``results.json``, ``report.html``, ``figures/``, ``tables/``) in
+``<out>/<study>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepnomo.bridge.schema import read_cohort, write_cohort
+from deepnomo.paths import PACKAGE_DIR
+from deepnomo.stages import StageRunner, hash_config, hash_files
+
+STUDIES = ("multiscale", "t3n1", "stage2", "recurrent", "cptdn")
+DL_CONFIG_DIR = PACKAGE_DIR / "data" / "dl"
+CARD = "signature.model_card.json"  # beside each stage's signature.csv
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the Python side computes for one study design.
+
+    Attributes
+    ----------
+    radiomics : dict or None
+        ``modalities`` (sequences), ``params`` per preset, ``signature`` (column),
+        ``icc_patients`` (training patients read by the second reader).
+    dl : tuple of str
+        Deep-learning configs (``data/dl/<name>.yaml``), one signature each.
+    multitask : dict or None
+        Prognostic / predictive network on the per-sequence deep features of
+        the ``dl`` models (study cptdn): ``treated_level`` of ``treatment``.
+    """
+
+    radiomics: dict[str, Any] | None = None
+    dl: tuple[str, ...] = ()
+    multitask: dict[str, Any] | None = None
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "multiscale": Pipeline(
+        radiomics={"modalities": ["t1", "t2", "t1c"], "params": {"quick": "quick",
+                                                                 "paper": "multiscale"},
+                   "signature": "sig_rad_mri", "icc_patients": 40},
+        dl=("multiscale_pathology",)),
+    "t3n1": Pipeline(dl=("t3n1_t1", "t3n1_t2", "t3n1_t1c")),
+    "stage2": Pipeline(
+        radiomics={"modalities": ["t1", "t2", "t1c"], "params": {"quick": "quick",
+                                                                 "paper": "stage2"},
+                   "signature": "sig_rad_mri", "icc_patients": 0},
+        dl=("stage2_combined",)),
+    "recurrent": Pipeline(dl=("recurrent_petct", "recurrent_ct", "recurrent_pet")),
+    "cptdn": Pipeline(dl=("cptdn_t1", "cptdn_t2", "cptdn_t1c"),
+                      multitask={"treated_level": "ICT+CCRT"}),
+}
+
+
+@dataclass
+class StudyRun:
+    """State of one study's run (paths and timings)."""
+
+    study: str
+    preset: str
+    seed: int
+    out: Path
+    log: Callable[[str], None] = print
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def runner(self) -> StageRunner:
+        return StageRunner(self.out / "stages", self.study, self.log, self.timings)
+
+
+def _r():
+    from deepnomo.bridge.rconvert import r_session
+
+    return r_session()
+
+
+def _code_hash(*modules: str) -> str:
+    return hash_files([PACKAGE_DIR / m for m in modules])
+
+
+# ----------------------------------------------------------------------------- stages
+
+def stage_synth(run: StudyRun) -> Path:
+    """Generate the synthetic cohort (table, images, cases.csv, summary.json)."""
+    from deepnomo.synth import generate
+
+    key = hash_config({"study": run.study, "preset": run.preset, "seed": run.seed,
+                       "code": _code_hash("synth")})
+    out = run.runner.run("synth", key, lambda tmp: generate(
+        run.study, run.preset, run.seed, tmp / "cohort", overwrite=True))
+    return out / "cohort"
+
+
+def _radiomics_cases(data_dir: Path, spec: dict[str, Any], table: pd.DataFrame,
+                     seed: int, dest: Path) -> Path:
+    """Reader-1 cases of the design's sequences for every patient, plus the second
+    reader's for a seeded random subset of training patients (for the ICC filter)."""
+    cases = pd.read_csv(data_dir / "cases.csv", dtype={"patient_id": str})
+    cases = cases[cases["modality"].isin(spec["modalities"])]
+    reader = pd.to_numeric(cases["reader"], errors="coerce")
+    keep = reader == reader.min()
+    if spec["icc_patients"]:
+        train_ids = table.loc[table["cohort"] == "train", "patient_id"].astype(str).to_numpy()
+        rng = np.random.default_rng(seed)
+        pick = set(rng.choice(train_ids, size=min(spec["icc_patients"], len(train_ids)),
+                              replace=False))
+        keep |= (reader == reader.max()) & cases["patient_id"].isin(pick)
+    sub = cases[keep].copy()
+    for col in ("image", "mask"):
+        sub[col] = [str((data_dir / p).resolve()) for p in sub[col]]
+    path = dest / "cases_radiomics.csv"
+    sub.to_csv(path, index=False)
+    return path
+
+
+def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame) -> Path:
+    """pyradiomics features of the design's sequences (one table per reader)."""
+    from deepnomo.commands.imaging import run_radiomics
+    from deepnomo.radiomics import params_file
+
+    spec = PIPELINES[run.study].radiomics
+    params = spec["params"][run.preset if run.preset in spec["params"] else "quick"]
+    key = hash_config({"data": hash_files([data_dir / "cases.csv", data_dir / "cohort.csv"]),
+                       "params": hash_files([params_file(params)]), "spec": spec,
+                       "seed": run.seed})
+
+    def work(tmp: Path) -> None:
+        cases = _radiomics_cases(data_dir, spec, table, run.seed, tmp)
+        summary, paths, _ = run_radiomics(cases, params, tmp / "features.csv",
+                                          workers=max(1, min(2, os.cpu_count() or 1)),
+                                          progress=True)
+        if summary.failed:
+            raise RuntimeError(f"radiomics failed for {len(summary.failed)} case(s): "
+                               f"{sorted(summary.failed)[:3]}")
+        names = sorted(paths)
+        for i, reader in enumerate(names):
+            shutil.copy(paths[reader], tmp / f"reader{i + 1}.csv")
+        for p in tmp.glob(".features.work-*"):
+            shutil.rmtree(p)
+
+    return run.runner.run("radiomics", key, work)
+
+
+def stage_radiomic_signature(run: StudyRun, rad_dir: Path, table: pd.DataFrame,
+                             endpoint: str) -> Path:
+    """R ``radiomic_signature()`` fitted on training, applied locked to every cohort."""
+    spec = PIPELINES[run.study].radiomics
+    quick = run.preset != "paper"
+    settings = {"repeats": 10 if quick else 100, "k": 3, "nfolds": 5 if quick else 10,
+                "seed": run.seed}
+    key = hash_config({"features": hash_files([rad_dir]), "settings": settings,
+                       "endpoint": endpoint, "table": hash_config(
+                           table[["patient_id", "cohort", f"{endpoint}_time",
+                                  f"{endpoint}_event"]].to_csv())})
+
+    def work(tmp: Path) -> None:
+        from deepnomo.bridge.rconvert import from_r, to_r
+
+        ro = _r()
+        r1 = pd.read_csv(rad_dir / "reader1.csv", dtype={"patient_id": str})
+        r2_path = rad_dir / "reader2.csv"
+        r2 = pd.read_csv(r2_path, dtype={"patient_id": str}) if r2_path.exists() else None
+        base = table[["patient_id", "cohort", f"{endpoint}_time", f"{endpoint}_event"]]
+        fit_score = ro.r("""function(feat, reader2, data, endpoint, repeats, k, nfolds, seed) {
+          train <- data[data$cohort == "train", ]
+          ftrain <- feat[feat$patient_id %in% train$patient_id, ]
+          sig <- deepnomo::radiomic_signature(ftrain, train, endpoint, reader2 = reader2,
+                                              repeats = repeats, k = k, nfolds = nfolds,
+                                              seed = seed)
+          score <- stats::predict(sig, feat)
+          list(scores = data.frame(patient_id = names(score), score = unname(score)),
+               features = names(sig$coefficients), coefficients = unname(sig$coefficients))
+        }""")
+        res = fit_score(to_r(r1), ro.NULL if r2 is None else to_r(r2), to_r(base), endpoint,
+                        settings["repeats"], settings["k"], settings["nfolds"], run.seed)
+        scores = from_r(res.rx2("scores")).rename(columns={"score": spec["signature"]})
+        scores.to_csv(tmp / "signature.csv", index=False)
+        card = {"signature": spec["signature"], "features": list(res.rx2("features")),
+                "coefficients": list(res.rx2("coefficients")), "settings": settings,
+                "description": "LASSO Cox radiomic signature (R radiomic_signature), "
+                               "fitted on training, higher = higher risk"}
+        (tmp / CARD).write_text(json.dumps(card, indent=2))
+
+    return run.runner.run("radiomic_signature", key, work)
+
+
+def dl_config(name: str, preset: str):
+    """The shipped deep-learning config ``name``, shortened for the quick preset."""
+    from deepnomo.train import TrainConfig
+
+    cfg = TrainConfig.from_yaml(DL_CONFIG_DIR / f"{name}.yaml")
+    if preset == "paper":
+        return cfg
+    return replace(cfg, epochs=min(cfg.epochs, QUICK_DL["epochs"]),
+                   patience=min(cfg.patience, QUICK_DL["patience"]),
+                   pretrain_epochs=min(cfg.pretrain_epochs, 1),
+                   seg_epochs=min(cfg.seg_epochs, 1))
+
+
+QUICK_DL = {"epochs": 12, "patience": 4}
+
+
+def stage_dl(run: StudyRun, data_dir: Path, table: pd.DataFrame, name: str) -> Path:
+    """Train one deep-learning signature on the training cohort; score every cohort."""
+    from deepnomo.signatures import score_cohort, write_signatures
+    from deepnomo.train import fit, load_bags
+
+    cfg = dl_config(name, run.preset)
+    key = hash_config({"config": cfg.to_dict(), "data": hash_files([data_dir / "cohort.csv",
+                                                                     data_dir / "cases.csv"]),
+                       "code": _code_hash("train.py", "nn", "losses.py")})
+
+    def work(tmp: Path) -> None:
+        cases = data_dir / "cases.csv"
+        train = load_bags(table, cases, cfg, with_masks=cfg.seg_epochs > 0, only_cohort="train")
+        fit(cfg, train, tmp / "model", device="auto", progress=True)
+        scores, card = score_cohort(tmp / "model", table, cases)
+        write_signatures(scores, card, tmp / "signature.csv")
+
+    return run.runner.run(f"dl_{name}", key, work)
+
+
+def stage_multitask(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint: str,
+                    model_dirs: list[Path]) -> Path:
+    """Prognostic / predictive scores from the per-sequence deep features (cptdn)."""
+    import torch
+
+    from deepnomo.train import fit_multitask, load_bags, load_model, predict_embedding
+
+    spec = PIPELINES[run.study].multitask
+    key = hash_config({"models": [hash_files([d / "model"]) for d in model_dirs],
+                       "spec": spec, "seed": run.seed, "endpoint": endpoint})
+
+    def work(tmp: Path) -> None:
+        feats = []
+        for d in model_dirs:
+            model, cfg, _ = load_model(d / "model")
+            bags = load_bags(table, data_dir / "cases.csv", cfg)
+            feats.append(predict_embedding(model, bags))
+        x = np.concatenate(feats, axis=1)
+        treated = (table["treatment"].astype(str) == spec["treated_level"]).to_numpy(float)
+        is_train = (table["cohort"] == "train").to_numpy()
+        model, info = fit_multitask(x[is_train], table.loc[is_train, f"{endpoint}_time"]
+                                    .to_numpy(float), table.loc[is_train, f"{endpoint}_event"]
+                                    .to_numpy(float), treated[is_train], seed=run.seed)
+        with torch.no_grad():
+            prog, pred = model(torch.as_tensor(x, dtype=torch.float64))
+        pd.DataFrame({"patient_id": table["patient_id"].astype(str),
+                      "sig_dl_prognostic": prog.numpy(),
+                      "sig_dl_predictive": pred.numpy()}).to_csv(tmp / "signature.csv",
+                                                                  index=False)
+        (tmp / CARD).write_text(json.dumps(
+            {"signatures": ["sig_dl_prognostic", "sig_dl_predictive"],
+             "best_epoch": info["best_epoch"], "val_c_index": info["val_c_index"],
+             "treated_level": spec["treated_level"], "features": int(x.shape[1])}, indent=2))
+
+    return run.runner.run("multitask", key, work)
+
+
+def assemble_table(run: StudyRun, data_dir: Path, sig_dirs: list[Path]) -> tuple[Path, dict]:
+    """Join every signature onto the cohort table; write ``cohort.csv`` + manifest."""
+    table, manifest = read_cohort(data_dir / "cohort.csv")
+    manifest = dict(manifest)
+    sigs = dict(manifest.get("signatures") or {})
+    for d in sig_dirs:
+        scores = pd.read_csv(d / "signature.csv", dtype={"patient_id": str})
+        cols = [c for c in scores.columns if c.startswith("sig_")]
+        missing = set(table["patient_id"]) - set(scores["patient_id"])
+        if missing:
+            raise RuntimeError(f"signature {cols} of stage {d.name} misses patients "
+                               f"{sorted(missing)[:3]}")
+        table = table.merge(scores[["patient_id", *cols]], on="patient_id", how="left",
+                            validate="one_to_one")
+        card = json.loads((d / CARD).read_text()) if (d / CARD).exists() else {}
+        for c in cols:
+            sigs[c] = {"model": d.name, "config_hash": str(card.get("config_hash", "")),
+                       "description": str(card.get("description", d.name))}
+    manifest["signatures"] = sigs
+    path = run.out / "cohort.csv"
+    write_cohort(table, manifest, path)
+    return path, manifest
+
+
+def stage_study(run: StudyRun, cohort_csv: Path, design: str | None = None) -> Path:
+    """R ``run_study()`` on the cohort table (through rpy2) -> results and report."""
+    from deepnomo.bridge.rconvert import to_r
+
+    ro = _r()
+    table, manifest = read_cohort(cohort_csv)
+    design_path = design or ro.r(f'system.file("designs", "{run.study}.yaml", '
+                                 'package = "deepnomo")')[0]
+    if not design_path:
+        raise RuntimeError(f"no design file for study '{run.study}' in the R package")
+    start = time.perf_counter()
+    ro.r("""function(table, design, out_dir, manifest, preset, seed) {
+      deepnomo::run_study(table, design, out_dir, manifest = manifest, preset = preset,
+                          seed = seed)
+      invisible(NULL)
+    }""")(to_r(table), design_path, str(run.out), str(cohort_csv.with_name(
+        "cohort.manifest.yaml")), run.preset, run.seed)
+    run.timings["run_study"] = time.perf_counter() - start
+    return run.out / "results.json"
+
+
+def finish_results(run: StudyRun, synth_dir: Path) -> dict[str, Any]:
+    """Add the Python stages' timings and the simulator's oracle C to results.json."""
+    path = run.out / "results.json"
+    results = json.loads(path.read_text())
+    summary = json.loads((synth_dir / "summary.json").read_text())
+    results.setdefault("oracle_c", {})
+    for cohort, info in summary["cohorts"].items():
+        results["oracle_c"].setdefault(cohort, info["oracle_c"])
+    timings = dict(results.get("timings") or {})
+    timings.update({k: round(v, 3) for k, v in run.timings.items()})
+    results["timings"] = timings
+    results["preset"], results["seed"] = run.preset, run.seed
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+    return results
+
+
+def reproduce_study(study: str, preset: str, seed: int, out: Path,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one study design end to end; return its ``results.json`` content."""
+    if study not in PIPELINES:
+        raise ValueError(f"unknown study '{study}'; known: {', '.join(STUDIES)}")
+    run = StudyRun(study, preset, seed, Path(out) / study, log)
+    run.out.mkdir(parents=True, exist_ok=True)
+    data_dir = stage_synth(run)
+    table, manifest = read_cohort(data_dir / "cohort.csv")
+    endpoint = next(iter(manifest["endpoints"]))
+    pipe = PIPELINES[study]
+    sig_dirs: list[Path] = []
+    if pipe.radiomics:
+        rad = stage_radiomics(run, data_dir, table)
+        sig_dirs.append(stage_radiomic_signature(run, rad, table, endpoint))
+    dl_dirs = [stage_dl(run, data_dir, table, name) for name in pipe.dl]
+    if pipe.multitask:
+        sig_dirs.append(stage_multitask(run, data_dir, table, endpoint, dl_dirs))
+    else:
+        sig_dirs.extend(dl_dirs)
+    cohort_csv, _ = assemble_table(run, data_dir, sig_dirs)
+    stage_study(run, cohort_csv)
+    return finish_results(run, data_dir)
+
+
+def write_index(out: Path, studies: list[str]) -> Path:
+    """Top-level ``index.html`` listing the studies with their headline numbers."""
+    ro = _r()
+    dirs = [str(Path(out) / s) for s in studies if (Path(out) / s / "results.json").exists()]
+    path = Path(out) / "index.html"
+    ro.r("function(d, f) deepnomo::write_index_html(d, f)")(ro.StrVector(dirs), str(path))
+    return path
