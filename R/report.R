@@ -296,11 +296,14 @@ calibration_table <- function(res) {
 cutpoint_table <- function(res) {
   cp <- res$cutpoint
   if (is.null(cp)) return("")
-  rows <- lapply(names(cp$cohorts), function(co) {
-    r <- cp$cohorts[[co]]
-    data.frame(cohort = co, hr = num(r$hr), lower = num(r$hr_lower), upper = num(r$hr_upper),
-               logrank_p = num(r$logrank_p))
-  })
+  per_endpoint <- c(stats::setNames(list(cp$cohorts), res$endpoint), cp$secondary)
+  rows <- unlist(lapply(names(per_endpoint), function(e) {
+    lapply(names(per_endpoint[[e]]), function(co) {
+      r <- per_endpoint[[e]][[co]]
+      data.frame(endpoint = toupper(e), cohort = co, hr_high_vs_low = num(r$hr), lower = num(r$hr_lower),
+                 upper = num(r$hr_upper), logrank_p = num(r$logrank_p))
+    })
+  }), recursive = FALSE)
   c(sprintf(paste("<p>Cutpoint of the %s model score learned on the training cohort (maximally",
                   "selected log-rank statistic) and applied unchanged: %.4f.</p>"),
             html_escape(cp$model), num(cp$value)),
