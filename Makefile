@@ -78,7 +78,7 @@ $(R_STAMP): $(APT_STAMP) $(R_SOURCES) inst/schema/cohort_schema.json
 	@$(RSCRIPT) -e 'suppressPackageStartupMessages(library(deepnomo))'
 	@touch $@
 
-document: $(APT_STAMP)
+document: $(R_STAMP)
 	$(RSCRIPT) -e 'roxygen2::roxygenise(roclets = c("rd", "namespace"))'
 
 test: setup test-python test-r

@@ -111,29 +111,32 @@ def stage_synth(run: StudyRun) -> Path:
 
 
 def _radiomics_cases(data_dir: Path, spec: dict[str, Any], table: pd.DataFrame,
-                     seed: int, dest: Path) -> Path:
-    """Reader-1 cases of the design's sequences for every patient, plus the second
-    reader's for a seeded random subset of training patients (for the ICC filter)."""
+                     seed: int, dest: Path) -> list[Path]:
+    """Case manifests: reader 1 for every patient, and reader 2 for a seeded random
+    subset of training patients (the reader-agreement filter needs only those)."""
     cases = pd.read_csv(data_dir / "cases.csv", dtype={"patient_id": str})
-    cases = cases[cases["modality"].isin(spec["modalities"])]
-    reader = pd.to_numeric(cases["reader"], errors="coerce")
-    keep = reader == reader.min()
-    if spec["icc_patients"]:
+    cases = cases[cases["modality"].isin(spec["modalities"])].copy()
+    cases["reader"] = pd.to_numeric(cases["reader"], errors="raise").astype(int)
+    for col in ("image", "mask"):
+        cases[col] = [str((data_dir / p).resolve()) for p in cases[col]]
+    readers = sorted(cases["reader"].unique())
+    parts = [cases[cases["reader"] == readers[0]]]
+    if spec["icc_patients"] and len(readers) > 1:
         train_ids = table.loc[table["cohort"] == "train", "patient_id"].astype(str).to_numpy()
         rng = np.random.default_rng(seed)
-        pick = set(rng.choice(train_ids, size=min(spec["icc_patients"], len(train_ids)),
-                              replace=False))
-        keep |= (reader == reader.max()) & cases["patient_id"].isin(pick)
-    sub = cases[keep].copy()
-    for col in ("image", "mask"):
-        sub[col] = [str((data_dir / p).resolve()) for p in sub[col]]
-    path = dest / "cases_radiomics.csv"
-    sub.to_csv(path, index=False)
-    return path
+        pick = rng.choice(train_ids, size=min(spec["icc_patients"], len(train_ids)),
+                          replace=False)
+        parts.append(cases[(cases["reader"] == readers[1]) & cases["patient_id"].isin(pick)])
+    paths = []
+    for i, part in enumerate(parts, start=1):
+        paths.append(dest / f"cases_reader{i}.csv")
+        part.to_csv(paths[-1], index=False)
+    return paths
 
 
 def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame) -> Path:
-    """pyradiomics features of the design's sequences (one table per reader)."""
+    """pyradiomics features of the design's sequences: ``reader1.csv`` (every
+    patient) and, where the design filters on reader agreement, ``reader2.csv``."""
     from deepnomo.commands.imaging import run_radiomics
     from deepnomo.radiomics import params_file
 
@@ -144,18 +147,16 @@ def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame) -> Path:
                        "seed": run.seed})
 
     def work(tmp: Path) -> None:
-        cases = _radiomics_cases(data_dir, spec, table, run.seed, tmp)
-        summary, paths, _ = run_radiomics(cases, params, tmp / "features.csv",
-                                          workers=max(1, min(2, os.cpu_count() or 1)),
-                                          progress=True)
-        if summary.failed:
-            raise RuntimeError(f"radiomics failed for {len(summary.failed)} case(s): "
-                               f"{sorted(summary.failed)[:3]}")
-        names = sorted(paths)
-        for i, reader in enumerate(names):
-            shutil.copy(paths[reader], tmp / f"reader{i + 1}.csv")
-        for p in tmp.glob(".features.work-*"):
-            shutil.rmtree(p)
+        workers = max(1, min(2, os.cpu_count() or 1))
+        for i, cases in enumerate(_radiomics_cases(data_dir, spec, table, run.seed, tmp), 1):
+            out = tmp / f"reader{i}.csv"
+            summary, _, _ = run_radiomics(cases, params, out, workers=workers, progress=True)
+            if summary.failed:
+                first = sorted(summary.failed.items())[:3]
+                raise RuntimeError(f"radiomics failed for {len(summary.failed)} case(s), e.g. "
+                                   + "; ".join(f"{k}: {why}" for k, why in first))
+            for work_dir in tmp.glob(f".{out.stem}.work-*"):
+                shutil.rmtree(work_dir)
 
     return run.runner.run("radiomics", key, work)
 
