@@ -59,8 +59,9 @@ def test_train_and_score_cli_end_to_end(tile_study, tmp_path):
     assert res.exit_code == 0, res.output
     out = tmp_path / "sig.csv"
     res = _invoke("score", "--model", model_dir, "--cohort", root / "cohort.csv",
-                  "--cases", root / "cases.csv", "--out", out)
+                  "--cases", root / "cases.csv", "--out", out, "--heatmaps", tmp_path / "cam")
     assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "cam").glob("*.png"))) == len(cohort)
     table = pd.read_csv(out, dtype={"patient_id": str})
     col = signature_column("tiles")
     assert list(table.columns) == ["patient_id", col]

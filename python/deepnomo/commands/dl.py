@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
         cases: Path = typer.Option(..., help="cases.csv"),
         out: Path = typer.Option(..., help="signature table to write (CSV)"),
         device: str = typer.Option("cpu", help="auto | cpu | cuda"),
+        heatmaps: Path | None = typer.Option(None, help="folder for Grad-CAM PNG overlays, "
+                                             "one per patient"),
     ) -> None:
         """Score every cohort with a locked model: signature table + model card."""
         from deepnomo.bridge.schema import CohortError, read_cohort
@@ -77,6 +79,13 @@ def register(app: typer.Typer) -> None:
             table, _ = read_cohort(cohort)
             sig, card = score_cohort(model, table, cases, device=str(resolve_device(device)))
             write_signatures(sig, card, out)
+            if heatmaps is not None:
+                from deepnomo.explain import save_heatmaps
+                from deepnomo.train import load_bags, load_model
+
+                net, cfg, _ = load_model(model)
+                save_heatmaps(net, load_bags(table, cases, cfg), heatmaps,
+                              device=str(resolve_device(device)))
         except (ValueError, FileNotFoundError, CohortError, TrainingError,
                 ConfigMismatchError) as exc:
             _fail(exc)
