@@ -454,10 +454,23 @@ def build_model(cfg: TrainConfig) -> SurvivalMIL:
     return SurvivalMIL(encoder, pooling=cfg.pooling, dropout=cfg.dropout)
 
 
-def _unets(model: nn.Module) -> list[nn.Module]:
-    enc = model.encoder
-    encs = enc.encoders if isinstance(enc, MultiSequenceEncoder) else [enc]
-    return [e.unet for e in encs if isinstance(e, UNetEncoder)]
+class Segmenter(nn.Module):
+    """The U-Nets of a model's encoder as one module: ``(N, S, D, H, W)`` -> logits per sequence.
+
+    Segmentation pretraining runs through this view, so that data-parallel
+    training wraps (and synchronizes) exactly the parameters it uses.
+    """
+
+    def __init__(self, model: SurvivalMIL) -> None:
+        super().__init__()
+        enc = model.encoder
+        encs = enc.encoders if isinstance(enc, MultiSequenceEncoder) else [enc]
+        if not all(isinstance(e, UNetEncoder) for e in encs):
+            raise ValueError("config 'seg_epochs': segmentation needs backbone unet3d")
+        self.unets = nn.ModuleList([e.unet for e in encs])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([u(x[:, s:s + 1]) for s, u in enumerate(self.unets)], dim=1)
 
 
 def _seed_all(seed: int) -> None:
@@ -497,15 +510,15 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
     that data-parallel processes stay in step).
     """
     x, bag_index, time, event = _batch(data, idx, device)
-    if gen is not None:
-        x = augment(x, cfg, gen)
+    if gen is not None:  # masks are not transformed: no spatial augmentation while segmenting
+        spatial = phase != "seg"
+        x = augment(x, cfg if spatial else dataclasses.replace(cfg, flip=False, rotate_deg=0.0),
+                    gen)
     with _autocast(device, cfg):
-        if phase == "seg":
+        if phase == "seg":  # model is a Segmenter; one target mask for every sequence
             target = torch.cat([torch.from_numpy(data.masks[i]) for i in idx]).to(device)
-            core = model.module if hasattr(model, "module") else model
-            losses = [dice_loss(unet(x[:, s:s + 1]).float(), target)
-                      for s, unet in enumerate(_unets(core))]
-            return torch.stack(losses).mean()
+            logits = model(x).float()
+            return dice_loss(logits, target.expand_as(logits))
         out = model(x, bag_index, len(idx))
     if phase == "pretrain":
         label, known = kyear_labels(time, event, cfg.pretrain_horizon)
@@ -734,11 +747,14 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         _log(f"[{cfg.name}] resumed from {ckpt_path} after epoch {state['epoch']}")
     elif resume:
         _log(f"[{cfg.name}] no checkpoint in {out}; starting afresh")
-    net: nn.Module = model
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index or 0] if dev.type == "cuda" else None,
-            find_unused_parameters=True)
+    nets: dict[str, nn.Module] = {"pretrain": model, "cox": model}
+    if cfg.seg_epochs:
+        nets["seg"] = Segmenter(model)
+    if distributed:  # one wrapper per module; a wrapper only syncs after its own forward
+        wrapped = {id(v): nn.parallel.DistributedDataParallel(
+            v, device_ids=[dev.index or 0] if dev.type == "cuda" else None,
+            find_unused_parameters=True) for v in nets.values()}
+        nets = {k: wrapped[id(v)] for k, v in nets.items()}
     val = data.subset(val_idx)
     total = cfg.seg_epochs + cfg.pretrain_epochs + cfg.epochs
     data_hash = data.digest()
@@ -747,7 +763,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     while state["epoch"] < total and not stopped:
         epoch = state["epoch"]
         phase = _phase(epoch, cfg)
-        loss = train_epoch(net, opt, data, train_idx, epoch, cfg, dev, progress)
+        loss = train_epoch(nets[phase], opt, data, train_idx, epoch, cfg, dev, progress)
         c = concordance_index(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
         if phase == "cox":

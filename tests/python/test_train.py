@@ -246,3 +246,47 @@ def test_ddp_two_processes_average_gradients(tmp_path):
         expected = (grads[0][name] + grads[1][name]) / 2
         torch.testing.assert_close(g0[name], expected, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(g1[name], g0[name])
+
+
+def _blob_volumes(n: int, seed: int) -> tuple[BagData, np.ndarray]:
+    """3D patches (1 instance, 1 channel, 16^3) with a dark ball; radius sets the hazard."""
+    rng = np.random.default_rng(seed)
+    radius = rng.uniform(2.0, 6.0, n)
+    eta = 0.8 * (radius - 4.0)
+    t = 40.0 * rng.exponential(size=n) / np.exp(eta)
+    cens = rng.uniform(10.0, 90.0, n)
+    zz, yy, xx = np.mgrid[:16, :16, :16]
+    bags, masks = [], []
+    for r in radius:
+        ball = ((zz - 8) ** 2 + (yy - 8) ** 2 + (xx - 8) ** 2) <= r ** 2
+        img = rng.normal(0.0, 0.3, ball.shape) - 1.5 * ball
+        bags.append(img[None, None].astype(np.float32))
+        masks.append(ball[None, None].astype(np.float32))
+    data = BagData([f"v{i}" for i in range(n)], bags, np.minimum(t, cens).round(1),
+                   (t <= cens).astype(float), masks=masks)
+    return data, eta
+
+
+def test_unet_segmentation_then_cox_phases(tmp_path):
+    data, _ = _blob_volumes(40, seed=8)
+    cfg = TrainConfig(name="u", input="patch", backbone="unet3d", pooling="mean",
+                      backbone_args={"width": 4, "depth": 2}, patch_size=[16, 16, 16],
+                      seg_epochs=6, epochs=2, batch_size=5, lr=3e-2)
+    info = fit(cfg, data, tmp_path, device="cpu", progress=False)
+    phases = [h["phase"] for h in info["history"]]
+    assert phases == ["seg"] * 6 + ["cox"] * 2
+    dice = [h["loss"] for h in info["history"][:6]]
+    assert dice[-1] < 0.5 < dice[0]  # the U-Net learns to segment the ball
+    assert info["best_epoch"] in (7, 8)
+    with pytest.raises(ValueError, match="segmentation needs masks"):
+        fit(cfg, BagData(data.ids, data.bags, data.time, data.event), tmp_path / "x",
+            device="cpu", progress=False)
+
+
+def test_kyear_pretraining_precedes_cox_training(tmp_path):
+    data, _ = blob_data(60, seed=10, size=16, k=2)
+    info = fit(small_config(pretrain_epochs=2, epochs=2, batch_size=20), data, tmp_path,
+               device="cpu", progress=False)
+    assert [h["phase"] for h in info["history"]] == ["pretrain"] * 2 + ["cox"] * 2
+    assert info["best_epoch"] in (3, 4)
+    assert all(0.0 < h["loss"] < 1.0 for h in info["history"][:2])  # smoothed BCE range
