@@ -122,3 +122,34 @@ def test_signature_names_are_checked():
         signature_column("bad name")
     with pytest.raises(ValueError, match="time"):
         BagData(["a"], [np.zeros((1, 1, 4, 4), np.float32)], [np.nan], [1])
+
+
+def test_torchrun_two_process_training(tile_study, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from deepnomo.train import load_model, predict_risk
+
+    root, cohort = tile_study
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    cfg.update(epochs=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "deepnomo", "train", "--cohort",
+                          str(root / "cohort.csv"), "--cases", str(root / "cases.csv"),
+                          "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "m"),
+                          "--device", "cpu"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("locked model") == 1  # one process reports and writes
+    model, loaded_cfg, info = load_model(tmp_path / "m")
+    assert [h["epoch"] for h in info["history"]] == [1, 2]
+    train = load_bags(cohort, root / "cases.csv", loaded_cfg, only_cohort="train")
+    val = train.subset([train.ids.index(pid) for pid in info["val_ids"]])
+    c = concordance_index(predict_risk(model, val), val.time, val.event)
+    assert c == pytest.approx(info["val_c_index"], abs=1e-9)
+    assert torch.load(tmp_path / "m" / "last.pt", weights_only=False)["epoch"] == 2

@@ -9,6 +9,7 @@ runs data-parallel (gloo on CPU, NCCL on CUDA).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -56,9 +57,10 @@ def register(app: typer.Typer) -> None:
         finally:
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
-        typer.echo(f"[{cfg.name}] locked model {out / 'model.pt'}: best epoch "
-                   f"{info['best_epoch']}, validation C-index {info['val_c_index']:.3f}, "
-                   f"{info['train_seconds']:.0f} s")
+        if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun
+            typer.echo(f"[{cfg.name}] locked model {out / 'model.pt'}: best epoch "
+                       f"{info['best_epoch']}, validation C-index "
+                       f"{info['val_c_index']:.3f}, {info['train_seconds']:.0f} s")
 
     @app.command("score")
     def score(
