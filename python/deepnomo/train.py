@@ -44,6 +44,7 @@ from torch import nn
 from deepnomo.losses import cox_ph_loss, dice_loss, kyear_labels, smoothed_bce
 from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
 from deepnomo.nn.mil import SurvivalMIL, collate_bags
+from deepnomo.nn.multitask import MultiTaskCox
 
 INPUTS = ("slices", "patch", "multichannel", "tiles")
 CHECKPOINT = "last.pt"
@@ -547,6 +548,91 @@ def predict_risk(model: nn.Module, data: BagData, device: str | torch.device = "
         bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(risk))[:5]]
         raise TrainingError(f"model produced non-finite risk for patient(s) {bad}")
     return risk
+
+
+@torch.no_grad()
+def predict_embedding(model: SurvivalMIL, data: BagData, device: str | torch.device = "cpu",
+                      batch_size: int = 32) -> np.ndarray:
+    """Pooled bag features ``(n, F)`` (the input of the risk head), model in eval mode."""
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        x, bag_index, _, _ = _batch(data, idx, device)
+        out.append(model(x, bag_index, len(idx)).embedding.float().cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
+                  treated: np.ndarray, hidden: Sequence[int] = (32,), dropout: float = 0.1,
+                  lr: float = 1e-2, weight_decay: float = 1e-3, epochs: int = 500,
+                  val_fraction: float = 0.2, patience: int = 50, seed: int = 0,
+                  ties: str = "efron") -> tuple[MultiTaskCox, dict[str, Any]]:
+    """Train the prognostic / predictive network on deep features of the training cohort.
+
+    Full-batch AdamW on the Cox loss of ``g(x) + (treated - 1/2) f(x)``
+    (:mod:`deepnomo.nn.multitask`); features are standardized with the
+    training share's mean and SD (stored in the model); early stopping on the
+    validation C-index of that log hazard.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n, F)
+        Per-sequence deep features concatenated (:func:`predict_embedding`).
+    time, event : ndarray, shape (n,)
+    treated : ndarray, shape (n,), 0 = control, 1 = treated
+
+    Returns
+    -------
+    model : MultiTaskCox
+        At its best validation epoch, in eval mode.
+    info : dict
+        ``best_epoch``, ``val_c_index``, ``history`` (loss per epoch).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    n = x.shape[0]
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError("features: expected a finite (n, F) array")
+    treated = np.asarray(treated, dtype=np.float64)
+    if len(time) != n or len(event) != n or len(treated) != n:
+        raise ValueError(f"features, time, event, treated: lengths differ ({n}, {len(time)}, "
+                         f"{len(event)}, {len(treated)})")
+    if not np.isin(treated, (0, 1)).all() or len(np.unique(treated)) < 2:
+        raise ValueError("treated: must be 0/1 with both arms present")
+    dummy = BagData([str(i) for i in range(n)], [np.zeros((1, 1, 1), np.float32)] * n,
+                    time, event)
+    cfg = TrainConfig(val_fraction=val_fraction, seed=seed)
+    train_idx, val_idx = split_train_validation(dummy, cfg)
+    _seed_all(seed)
+    model = MultiTaskCox(x.shape[1], hidden=hidden, dropout=dropout).double()
+    model.shift.copy_(torch.as_tensor(x[train_idx].mean(0)))
+    model.scale.copy_(torch.as_tensor(x[train_idx].std(0) + 1e-8))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    tx, tt, te, tr = (torch.as_tensor(a) for a in (x, dummy.time, dummy.event, treated))
+    best, best_epoch, best_state, history = -1.0, 0, None, []
+    for epoch in range(epochs):
+        model.train()
+        opt.zero_grad()
+        loss = cox_ph_loss(model.log_hazard(tx[train_idx], tr[train_idx]), tt[train_idx],
+                           te[train_idx], ties=ties)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"multi-task loss diverged at epoch {epoch + 1}")
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        model.eval()
+        with torch.no_grad():
+            c = concordance_index(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
+                                  dummy.time[val_idx], dummy.event[val_idx])
+        if c > best + 1e-9:
+            best, best_epoch = c, epoch + 1
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        elif epoch + 1 - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, {"best_epoch": best_epoch, "val_c_index": best, "history": history}
 
 
 def concordance_index(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> float:

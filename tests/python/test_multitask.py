@@ -65,3 +65,31 @@ def test_trunk_shapes_and_bad_input():
         treatment_interaction(torch.zeros(2), torch.zeros(2), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"features: expected \(n, 6\)"):
         model(torch.randn(5, 5))
+
+
+def test_fit_multitask_recovers_prognostic_and_predictive_scores():
+    from deepnomo.train import concordance_index, fit_multitask
+
+    def simulate(n, seed):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(n, 5)) * np.array([1.0, 1.0, 1.0, 5.0, 0.1])  # scales differ
+        treated = rng.integers(0, 2, n)
+        g = 0.9 * x[:, 0] + 0.5 * np.tanh(2 * x[:, 1])
+        f = -1.0 * x[:, 2] - 0.4
+        lp = g + (treated - 0.5) * f
+        t = rng.exponential(1.0 / np.exp(lp)) * 20
+        cens = rng.uniform(5, 60, n)
+        return x, treated, np.minimum(t, cens), (t <= cens).astype(float), g, f
+
+    x, tr, t, e, _, _ = simulate(1200, 1)
+    model, info = fit_multitask(x, t, e, tr, hidden=(16,), seed=0)
+    assert info["val_c_index"] > 0.6
+    xt, trt, tt, et, g, f = simulate(600, 2)
+    with torch.no_grad():
+        prog, pred = (v.numpy() for v in model(torch.as_tensor(xt)))
+    assert np.corrcoef(pred, f)[0, 1] > 0.8  # the treatment effect per patient
+    assert np.corrcoef(prog, g)[0, 1] > 0.8
+    oracle = concordance_index(g + (trt - 0.5) * f, tt, et)
+    assert concordance_index(prog + (trt - 0.5) * pred, tt, et) > 0.9 * oracle
+    with pytest.raises(ValueError, match="both arms"):
+        fit_multitask(x, t, e, np.ones(len(t)))

@@ -56,6 +56,9 @@ class MultiTaskCox(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.prognostic = nn.Linear(width, 1)
         self.predictive = nn.Linear(width, 1)
+        # feature standardization learned on the training cohort, applied locked
+        self.register_buffer("shift", torch.zeros(self.in_features))
+        self.register_buffer("scale", torch.ones(self.in_features))
 
     def forward(self, features: torch.Tensor | Sequence[torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +66,7 @@ class MultiTaskCox(nn.Module):
         x = features if isinstance(features, torch.Tensor) else torch.cat(list(features), dim=1)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"features: expected (n, {self.in_features}), got {tuple(x.shape)}")
-        z = self.trunk(x)
+        z = self.trunk((x - self.shift) / self.scale)
         return self.prognostic(z).squeeze(-1), self.predictive(z).squeeze(-1)
 
     def log_hazard(self, features: torch.Tensor | Sequence[torch.Tensor],
