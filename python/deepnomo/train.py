@@ -84,6 +84,9 @@ class TrainConfig:
         (D, H, W) of 3D patches.
     max_slices : int or None
         Most slices per bag (the largest tumour sections are kept by the crops).
+    normalize : {"zscore", "none"}
+        Per image volume: subtract its mean and divide by its SD before cropping
+        (removes scanner scale and offset); tiles are always scaled to [0, 1].
     epochs, batch_size, lr, weight_decay, dropout : training schedule
         ``batch_size`` counts patients (bags).
     ties : {"efron", "breslow"}
@@ -118,6 +121,7 @@ class TrainConfig:
     crop_size: int = 64
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
     max_slices: int | None = 8
+    normalize: str = "zscore"
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
@@ -142,6 +146,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise ValueError(f"config 'input': expected one of {INPUTS}, got {self.input!r}")
+        if self.normalize not in ("zscore", "none"):
+            raise ValueError(f"config 'normalize': expected 'zscore' or 'none', "
+                             f"got {self.normalize!r}")
         if not self.modalities:
             raise ValueError("config 'modalities': at least one modality is needed")
         if self.input == "slices" and len(self.modalities) != 1:
@@ -294,6 +301,8 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
     first = by_mod[cfg.modalities[0]].iloc[0]
     mask = _read_image(root / first["mask"]) > 0
     images = [_read_image(root / by_mod[m].iloc[0]["image"]) for m in cfg.modalities]
+    if cfg.normalize == "zscore":
+        images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
     if cfg.input == "slices":
         bag = crops.tumor_slices(images[0], mask, size=cfg.crop_size,
                                  max_slices=cfg.max_slices)[:, None]
@@ -350,8 +359,9 @@ def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConf
         if col not in cohort.columns:
             raise ValueError(f"cohort table: column '{col}' is missing (endpoint "
                              f"'{cfg.endpoint}' in the config)")
-    if "reader" in cases.columns:
-        cases = cases[cases["reader"] == cases["reader"].min()]
+    if "reader" in cases.columns:  # first reader's masks; rows without a reader (tiles) stay
+        reader = pd.to_numeric(cases["reader"], errors="coerce")
+        cases = cases[reader.isna() | (reader == reader.min())]
     cases = cases[cases["modality"].isin(cfg.modalities)]
     ids = cohort["patient_id"].astype(str).tolist()
     extra = sorted(set(cases["patient_id"]) - set(ids))

@@ -194,7 +194,8 @@ def test_tiles_are_loaded_and_ids_checked(tmp_path):
         for j in range(n):
             name = f"{pid}_{j}.png"
             Image.fromarray(np.full((20, 20, 3), 40 * j, np.uint8)).save(tmp_path / name)
-            rows.append({"patient_id": pid, "modality": "HE", "image": name, "mask": ""})
+            rows.append({"patient_id": pid, "modality": "HE", "image": name, "mask": "",
+                         "reader": None})  # tiles have no reader
     pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
     cohort = pd.DataFrame({"patient_id": ["a", "b"], "cohort": ["train", "test"],
                            "os_time": [5.0, 7.0], "os_event": [1, 0]})
