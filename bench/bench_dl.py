@@ -1,7 +1,8 @@
 """Throughput and peak memory of forward + backward for each backbone.
 
-Two sizes per backbone: the published architecture (``paper``) and the
-reduced one of the default training configs (``config``, ``deepnomo/data/dl``).
+Two sizes per backbone: the published architecture on 64-pixel crops / 32^3
+patches (``paper``) and the reduced network and input size of the default
+training configs (``config``, ``deepnomo/data/dl``).
 Each measurement runs in a fresh process so that peak resident memory (CPU) is
 its own; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
 
@@ -39,7 +40,8 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
     else:
         cfg = TrainConfig.from_yaml(PACKAGE_DIR / "data" / "dl" / cfg_file)
         model = build_model(cfg).encoder
-        shape = (cfg.in_channels, *shape[1:])
+        spatial = cfg.patch_size if cfg.input == "patch" else (cfg.crop_size, cfg.crop_size)
+        shape = (len(cfg.modalities) if cfg.input == "patch" else cfg.in_channels, *spatial)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                        else ("cpu" if device == "auto" else device))
     model.to(dev).train()
