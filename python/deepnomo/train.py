@@ -309,8 +309,9 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
         return np.asarray(bag, dtype=np.float32), None
     if cfg.input == "multichannel":
         bag = crops.multichannel_slices(images, mask, size=cfg.crop_size)
-        if cfg.max_slices:
-            bag = bag[:cfg.max_slices]
+        if cfg.max_slices and len(bag) > cfg.max_slices:  # largest ROI sections, in z order
+            area = bag[:, -1].sum(axis=(1, 2))
+            bag = bag[np.sort(np.argsort(-area, kind="stable")[:cfg.max_slices])]
         return np.asarray(bag, dtype=np.float32), None
     size = tuple(cfg.patch_size)
     bag = np.stack([crops.tumor_patch(im, mask, size=size) for im in images])[None]
