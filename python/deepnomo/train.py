@@ -94,6 +94,9 @@ class TrainConfig:
         Share of the training cohort held out for early stopping.
     patience : int
         Epochs without a better validation C-index before stopping.
+    min_epochs : int
+        Cox epochs before a model may be locked or training stopped (guards
+        against a lucky early peak on a small validation share).
     seed : int
     flip, rotate_deg, intensity, blur : augmentation
         Flip probability 0.5 per axis when ``flip``; rotations uniform in
@@ -130,6 +133,7 @@ class TrainConfig:
     ties: str = "efron"
     val_fraction: float = 0.2
     patience: int = 8
+    min_epochs: int = 1
     seed: int = 0
     flip: bool = True
     rotate_deg: float = 10.0
@@ -158,7 +162,10 @@ class TrainConfig:
             raise ValueError(f"config 'val_fraction': must be in (0, 1), got {self.val_fraction}")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
-        for key in ("epochs", "batch_size", "patience"):
+        if self.min_epochs > self.epochs:
+            raise ValueError(f"config 'min_epochs': {self.min_epochs} exceeds epochs "
+                             f"{self.epochs}")
+        for key in ("epochs", "batch_size", "patience", "min_epochs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
 
@@ -863,7 +870,8 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         loss = train_epoch(nets[phase], opt, data, train_idx, epoch, cfg, dev, progress)
         c = concordance_index(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
-        if phase == "cox":
+        cox_epochs = epoch + 1 - cfg.seg_epochs - cfg.pretrain_epochs
+        if phase == "cox" and cox_epochs >= cfg.min_epochs:
             if c > state["best_c"] + 1e-9:
                 state.update(best_c=c, best_epoch=epoch + 1, bad_epochs=0,
                              best_state={k: v.detach().cpu().clone()

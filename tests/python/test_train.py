@@ -148,6 +148,8 @@ def test_bad_training_input_is_refused():
         TrainConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
     with pytest.raises(ValueError, match="input"):
         TrainConfig(input="video")
+    with pytest.raises(ValueError, match="'min_epochs': 4 exceeds epochs 3"):
+        TrainConfig(epochs=3, min_epochs=4)
 
 
 def test_config_yaml_round_trip_and_hash(tmp_path):
@@ -286,8 +288,9 @@ def test_unet_segmentation_then_cox_phases(tmp_path):
 
 def test_kyear_pretraining_precedes_cox_training(tmp_path):
     data, _ = blob_data(60, seed=10, size=16, k=2)
-    info = fit(small_config(pretrain_epochs=2, epochs=2, batch_size=20), data, tmp_path,
-               device="cpu", progress=False)
+    info = fit(small_config(pretrain_epochs=2, epochs=2, batch_size=20, min_epochs=2), data,
+               tmp_path, device="cpu", progress=False)
     assert [h["phase"] for h in info["history"]] == ["pretrain"] * 2 + ["cox"] * 2
-    assert info["best_epoch"] in (3, 4)
+    assert info["best_epoch"] == 4  # neither pretraining nor Cox epochs before min_epochs lock
+    assert info["val_c_index"] == info["history"][3]["val_c_index"]
     assert all(0.0 < h["loss"] < 1.0 for h in info["history"][:2])  # smoothed BCE range
