@@ -21,6 +21,7 @@ from deepnomo.nn.mil import SurvivalMIL
 from deepnomo.train import BagData
 
 MAX_TILES = 8
+MIN_PANEL_PX = 128  # small crops are enlarged (nearest neighbour) to at least this height
 
 
 def grad_cam(model: SurvivalMIL, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +97,8 @@ def save_heatmaps(model: SurvivalMIL, data: BagData, out_dir: str | os.PathLike,
                   device: str = "cpu", alpha: float = 0.5) -> list[Path]:
     """One PNG per patient (``<patient_id>.png``): the bag's most-weighted instances.
 
-    Up to eight instances, ordered by pooling weight, side by side.
+    Up to eight instances, ordered by pooling weight, side by side; panels
+    smaller than 128 pixels are enlarged by an integer factor.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,8 @@ def save_heatmaps(model: SurvivalMIL, data: BagData, out_dir: str | os.PathLike,
         order = torch.argsort(weights, descending=True)[:MAX_TILES].cpu().numpy()
         panels = [overlay(*_plane(bag[i], cam[i].cpu().numpy()), alpha=alpha) for i in order]
         path = out / f"{pid}.png"
-        Image.fromarray(np.concatenate(panels, axis=1)).save(path)
+        im = Image.fromarray(np.concatenate(panels, axis=1))
+        zoom = max(1, -(-MIN_PANEL_PX // im.height))
+        im.resize((im.width * zoom, im.height * zoom), Image.Resampling.NEAREST).save(path)
         paths.append(path)
     return paths

@@ -57,7 +57,7 @@ def test_heatmaps_highlight_the_blob_that_drives_risk(tmp_path):
     paths = save_heatmaps(model, test.subset(range(3)), tmp_path / "cam")
     assert [p.name for p in paths] == [f"{pid}.png" for pid in test.ids[:3]]
     with Image.open(paths[0]) as im:
-        assert im.size == (32 * 3, 32) and im.mode == "RGB"
+        assert im.size == (128 * 3, 128) and im.mode == "RGB"  # 32-pixel panels x 4
 
 
 def test_overlay_blends_only_where_the_map_is_positive():
