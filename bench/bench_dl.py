@@ -6,7 +6,7 @@ training configs (``config``, ``deepnomo/data/dl``).
 Each measurement runs in a fresh process so that peak resident memory (CPU) is
 its own; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
 
-Usage: ``python bench/bench_dl.py [--device cpu|cuda|auto] [--reps 3] [--batch 16]``
+Usage: ``python bench/bench_dl.py [--device cpu|cuda|auto] [--reps 5] [--batch 32]``
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                        else ("cpu" if device == "auto" else device))
     model.to(dev).train()
-    n = batch if len(shape) == 3 else max(1, batch // 8)
+    n = batch if len(shape) == 3 else max(1, batch // 2)
     x = torch.randn(n, *shape, device=dev)
     params = sum(p.numel() for p in model.parameters())
 
@@ -53,17 +53,20 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
         model.zero_grad(set_to_none=True)
         model(x).square().mean().backward()
 
-    step()  # warm-up
+    for _ in range(3):  # warm-up: oneDNN / cuDNN pick and compile kernels per shape
+        step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    times = []
     for _ in range(reps):
+        t0 = time.perf_counter()
         step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    sec = (time.perf_counter() - t0) / reps
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    sec = sorted(times)[len(times) // 2]  # median step: robust to other load on the machine
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"backbone": name, "size": size, "device": dev.type, "params": params,
@@ -74,8 +77,9 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=16, help="2D instances per step (3D: /8)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32,
+                    help="2D instances per step (3D patches: half as many)")
     ap.add_argument("--one", nargs=2, metavar=("NAME", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
