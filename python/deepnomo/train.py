@@ -162,12 +162,12 @@ class TrainConfig:
             raise ValueError(f"config 'val_fraction': must be in (0, 1), got {self.val_fraction}")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
-        if self.min_epochs > self.epochs:
-            raise ValueError(f"config 'min_epochs': {self.min_epochs} exceeds epochs "
-                             f"{self.epochs}")
         for key in ("epochs", "batch_size", "patience", "min_epochs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
+        if self.min_epochs > self.epochs:
+            raise ValueError(f"config 'min_epochs': {self.min_epochs} exceeds epochs "
+                             f"{self.epochs}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
