@@ -923,7 +923,9 @@ def load_model(model_dir: str | os.PathLike) -> tuple[SurvivalMIL, TrainConfig, 
     info = torch.load(path, map_location="cpu", weights_only=False)
     cfg = TrainConfig.from_dict(info["config"])
     if cfg.hash() != info.get("config_hash"):
-        raise ConfigMismatchError(f"model: {path} config hash does not match its config")
+        raise ConfigMismatchError(f"model: {path} was written with a configuration this version "
+                                  f"reads differently (hash {info.get('config_hash')} vs "
+                                  f"{cfg.hash()}); retrain it")
     model = build_model(cfg)
     try:
         model.load_state_dict(info.pop("model"))
