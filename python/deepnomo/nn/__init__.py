@@ -1,0 +1,1 @@
+"""Networks for survival deep learning: backbones, multiple-instance pooling, heads."""

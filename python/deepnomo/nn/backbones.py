@@ -1,0 +1,331 @@
+"""Instance encoders used by the study designs, with configurable width and depth.
+
+Every encoder maps a batch of instances to feature vectors,
+``(N, C, *spatial) -> (N, out_features)``, and exposes ``cam_layer``: the module
+whose output is the last spatial feature map (the target of Grad-CAM).
+
+* :class:`ResNet18` -- basic-block ResNet (He et al. 2016), 2D.
+* :class:`SEResNeXt` -- grouped-convolution bottlenecks (Xie et al. 2017) with
+  squeeze-and-excitation (Hu et al. 2018), 2D.
+* :class:`EfficientNetLite0` -- inverted-residual MBConv blocks, ReLU6 and no
+  squeeze-and-excitation (the "lite" variant of Tan & Le 2019), 2D, 3-channel
+  input by default (PET, CT, ROI).
+* :class:`UNet3D` -- 3D U-Net (Cicek et al. 2016) for segmentation;
+  :class:`UNetEncoder` pools its bottleneck for a risk head, and
+  :class:`MultiSequenceEncoder` concatenates one encoder per sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+             act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _stem(in_channels: int, width: int, stem: str) -> nn.Sequential:
+    if stem == "imagenet":  # 7x7 stride 2 + max pool: /4
+        return nn.Sequential(_conv_bn(in_channels, width, 7, 2), nn.MaxPool2d(3, 2, 1))
+    if stem == "small":  # 3x3 stride 1: keeps the resolution of small crops
+        return _conv_bn(in_channels, width, 3, 1)
+    raise ValueError(f"stem: expected 'imagenet' or 'small', got {stem!r}")
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(cin, cout, 3, stride), _conv_bn(cout, cout, 3, act=None))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout
+                     else _conv_bn(cin, cout, 1, stride, act=None))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet with basic blocks; ``layers=(2, 2, 2, 2)`` and ``width=64`` is ResNet-18.
+
+    Parameters
+    ----------
+    in_channels : int
+    width : int
+        Channels of the first stage; stage ``s`` has ``width * 2**s``.
+    layers : sequence of int
+        Blocks per stage (its length is the number of stages).
+    stem : {"imagenet", "small"}
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64,
+                 layers: Sequence[int] = (2, 2, 2, 2), stem: str = "imagenet") -> None:
+        super().__init__()
+        self.stem = _stem(in_channels, width, stem)
+        stages, cin = [], width
+        for s, n in enumerate(layers):
+            cout = width * 2 ** s
+            stages.append(nn.Sequential(*[_BasicBlock(cin if b == 0 else cout, cout,
+                                                      2 if (b == 0 and s > 0) else 1)
+                                          for b in range(n)]))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.out_features = cin
+        self.cam_layer = self.stages[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.fc = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(x.mean(dim=(2, 3), keepdim=True))
+
+
+class _SEXBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, cardinality: int,
+                 reduction: int) -> None:
+        super().__init__()
+        mid = cout // 2
+        self.body = nn.Sequential(_conv_bn(cin, mid, 1), _conv_bn(mid, mid, 3, stride, cardinality),
+                                  _conv_bn(mid, cout, 1, act=None), _SqueezeExcite(cout, reduction))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout
+                     else _conv_bn(cin, cout, 1, stride, act=None))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class SEResNeXt(nn.Module):
+    """SE-ResNeXt: bottlenecks with grouped 3x3 convolutions and squeeze-and-excitation.
+
+    ``width=256, layers=(3, 4, 6, 3), cardinality=32`` is SE-ResNeXt-50 (32x4d).
+
+    Parameters
+    ----------
+    in_channels : int
+    width : int
+        Output channels of the first stage (doubles per stage); the bottleneck
+        has half as many, split in ``cardinality`` groups.
+    layers : sequence of int
+    cardinality : int
+        Number of groups; must divide ``width / 2``.
+    reduction : int
+        Squeeze-and-excitation reduction ratio.
+    stem : {"imagenet", "small"}
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 256,
+                 layers: Sequence[int] = (3, 4, 6, 3), cardinality: int = 32,
+                 reduction: int = 16, stem: str = "imagenet") -> None:
+        super().__init__()
+        if (width // 2) % cardinality:
+            raise ValueError(f"cardinality: {cardinality} must divide width/2 = {width // 2}")
+        stem_width = max(width // 4, 8)
+        self.stem = _stem(in_channels, stem_width, stem)
+        stages, cin = [], stem_width
+        for s, n in enumerate(layers):
+            cout = width * 2 ** s
+            stages.append(nn.Sequential(*[
+                _SEXBlock(cin if b == 0 else cout, cout, 2 if (b == 0 and s > 0) else 1,
+                          cardinality, reduction) for b in range(n)]))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.out_features = cin
+        self.cam_layer = self.stages[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
+
+
+class _MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        layers: list[nn.Module] = [] if expand == 1 else [_conv_bn(cin, mid, 1, act=nn.ReLU6)]
+        layers += [_conv_bn(mid, mid, kernel, stride, groups=mid, act=nn.ReLU6),
+                   _conv_bn(mid, cout, 1, act=None)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+# (expansion, channels, repeats, stride, kernel) of EfficientNet-B0 / lite0
+_EFFNET_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
+                  (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
+
+
+def _round_channels(c: float, divisor: int = 8) -> int:
+    return max(divisor, int(c + divisor / 2) // divisor * divisor)
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-lite0: MBConv blocks, ReLU6, no squeeze-and-excitation.
+
+    Parameters
+    ----------
+    in_channels : int
+        3 for PET, CT and ROI channels stacked.
+    width_mult, depth_mult : float
+        Channel and repeat multipliers (1.0, 1.0 is lite0).
+    n_stages : int
+        How many of the seven MBConv stages to keep (fewer for small crops).
+    head_channels : int
+        Channels of the final 1x1 convolution (1280 in lite0).
+    """
+
+    def __init__(self, in_channels: int = 3, width_mult: float = 1.0, depth_mult: float = 1.0,
+                 n_stages: int = 7, head_channels: int = 1280) -> None:
+        super().__init__()
+        if not 1 <= n_stages <= len(_EFFNET_STAGES):
+            raise ValueError(f"n_stages: must be in 1..{len(_EFFNET_STAGES)}, got {n_stages}")
+        stem_c = 32  # lite keeps stem and head fixed
+        self.stem = _conv_bn(in_channels, stem_c, 3, 2, act=nn.ReLU6)
+        blocks, cin = [], stem_c
+        for expand, c, reps, stride, k in _EFFNET_STAGES[:n_stages]:
+            cout = _round_channels(c * width_mult)
+            for r in range(max(1, math.ceil(reps * depth_mult))):
+                blocks.append(_MBConv(cin, cout, expand, k, stride if r == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _conv_bn(cin, head_channels, 1, act=nn.ReLU6)
+        self.out_features = head_channels
+        self.cam_layer = self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
+
+
+def _double_conv3d(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False),
+                         nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01, inplace=True),
+                         nn.Conv3d(cout, cout, 3, padding=1, bias=False),
+                         nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01, inplace=True))
+
+
+class UNet3D(nn.Module):
+    """3D U-Net: ``depth`` down-sampling levels, skip connections, segmentation logits.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Image channels in; segmentation classes out (sigmoid per channel).
+    width : int
+        Channels of the first level (doubles per level).
+    depth : int
+        Number of 2x down-samplings; spatial sizes must be divisible by ``2**depth``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 16,
+                 depth: int = 4) -> None:
+        super().__init__()
+        chans = [width * 2 ** i for i in range(depth + 1)]
+        self.depth = depth
+        self.down = nn.ModuleList([_double_conv3d(in_channels if i == 0 else chans[i - 1],
+                                                  chans[i]) for i in range(depth)])
+        self.bottleneck = _double_conv3d(chans[depth - 1], chans[depth])
+        self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2)
+                                 for i in reversed(range(depth))])
+        self.dec = nn.ModuleList([_double_conv3d(2 * chans[i], chans[i])
+                                  for i in reversed(range(depth))])
+        self.seg_head = nn.Conv3d(chans[0], out_channels, 1)
+        self.bottleneck_channels = chans[depth]
+
+    def _check(self, x: torch.Tensor) -> None:
+        f = 2 ** self.depth
+        if x.ndim != 5 or any(s % f for s in x.shape[2:]):
+            raise ValueError(f"input: expected (N, C, D, H, W) with D, H, W divisible by {f}, "
+                             f"got {tuple(x.shape)}")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Bottleneck feature map and the skip tensors of each level."""
+        self._check(x)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = nn.functional.max_pool3d(x, 2)
+        return self.bottleneck(x), skips
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, skips = self.encode(x)
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips), strict=True):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        return self.seg_head(x)
+
+
+class UNetEncoder(nn.Module):
+    """A U-Net's encoder as an instance encoder: global-average-pooled bottleneck."""
+
+    def __init__(self, unet: UNet3D) -> None:
+        super().__init__()
+        self.unet = unet
+        self.out_features = unet.bottleneck_channels
+        self.cam_layer = unet.bottleneck
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet.encode(x)[0].mean(dim=(2, 3, 4))
+
+
+class MultiSequenceEncoder(nn.Module):
+    """One encoder per input channel (sequence); pooled features concatenated.
+
+    Input ``(N, S, *spatial)``; sequence ``s`` goes to ``encoders[s]`` as a
+    one-channel image. Output ``(N, sum of out_features)``.
+    """
+
+    def __init__(self, encoders: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        self.out_features = sum(e.out_features for e in encoders)
+        self.cam_layer = encoders[0].cam_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != len(self.encoders):
+            raise ValueError(f"input: {x.shape[1]} channels for {len(self.encoders)} sequences")
+        return torch.cat([enc(x[:, s:s + 1]) for s, enc in enumerate(self.encoders)], dim=1)
+
+
+def _unet_encoder(in_channels: int = 1, width: int = 16, depth: int = 4) -> UNetEncoder:
+    return UNetEncoder(UNet3D(in_channels, 1, width, depth))
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": ResNet18,
+    "se_resnext": SEResNeXt,
+    "efficientnet_lite0": EfficientNetLite0,
+    "unet3d": _unet_encoder,
+}
+
+
+def build_backbone(name: str, in_channels: int = 1, sequences: int = 1,
+                   **kwargs) -> nn.Module:
+    """An instance encoder by name (see :data:`BACKBONES`).
+
+    ``sequences > 1`` builds one encoder per sequence (``in_channels`` each) and
+    concatenates their features (:class:`MultiSequenceEncoder`).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"backbone: unknown name {name!r}; known: {sorted(BACKBONES)}")
+    if sequences > 1:
+        return MultiSequenceEncoder([BACKBONES[name](in_channels=in_channels, **kwargs)
+                                     for _ in range(sequences)])
+    return BACKBONES[name](in_channels=in_channels, **kwargs)

@@ -1,0 +1,142 @@
+"""Multiple-instance learning: a patient is a bag of instances, pooled to one risk.
+
+Bags of different sizes travel in one batch as a flat instance tensor plus a
+``bag_index`` (which bag each instance belongs to), so that no padding is
+needed; pooling is done per segment with scatter operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+POOLINGS = ("mean", "max", "attention")
+
+
+def collate_bags(bags: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate bags ``(k_i, C, *spatial)`` into ``(sum k_i, C, *spatial)`` plus bag indices.
+
+    Raises
+    ------
+    ValueError
+        If a bag has no instances or the instance shapes differ.
+    """
+    if len(bags) == 0:
+        raise ValueError("bags: empty batch")
+    for i, b in enumerate(bags):
+        if b.ndim < 2 or b.shape[0] == 0:
+            raise ValueError(f"bags[{i}]: bag with zero instances (shape {tuple(b.shape)})")
+        if b.shape[1:] != bags[0].shape[1:]:
+            raise ValueError(f"bags[{i}]: instance shape {tuple(b.shape[1:])} differs from "
+                             f"{tuple(bags[0].shape[1:])}")
+    sizes = torch.tensor([b.shape[0] for b in bags])
+    index = torch.repeat_interleave(torch.arange(len(bags)), sizes)
+    return torch.cat(list(bags)), index
+
+
+def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Softmax of ``scores`` (shape (m,)) within each segment of ``index``."""
+    peak = torch.full((n,), -torch.inf, dtype=scores.dtype, device=scores.device)
+    peak = peak.scatter_reduce(0, index, scores.detach(), reduce="amax", include_self=True)
+    e = torch.exp(scores - peak[index])
+    total = torch.zeros(n, dtype=scores.dtype, device=scores.device).index_add(0, index, e)
+    return e / total[index]
+
+
+def segment_pool(features: torch.Tensor, index: torch.Tensor, n: int, mode: str,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pool instance features ``(m, F)`` to bags ``(n, F)``.
+
+    ``mode`` is ``"mean"``, ``"max"`` or ``"attention"`` (weighted sum with
+    ``weights``, shape (m,), summing to one within each bag).
+    """
+    f = features.shape[1]
+    counts = torch.bincount(index, minlength=n)
+    if (counts == 0).any():
+        raise ValueError(f"bag_index: bag(s) {torch.nonzero(counts == 0).flatten().tolist()} "
+                         "have zero instances")
+    if mode == "mean":
+        total = features.new_zeros(n, f).index_add(0, index, features)
+        return total / counts.to(features.dtype)[:, None]
+    if mode == "max":
+        out = features.new_full((n, f), -torch.inf)
+        return out.scatter_reduce(0, index[:, None].expand(-1, f), features, reduce="amax",
+                                  include_self=True)
+    if mode == "attention":
+        if weights is None:
+            raise ValueError("weights: attention pooling needs instance weights")
+        return features.new_zeros(n, f).index_add(0, index, features * weights[:, None])
+    raise ValueError(f"pooling: expected one of {POOLINGS}, got {mode!r}")
+
+
+class GatedAttention(nn.Module):
+    """Gated attention scores ``w^T (tanh(V h) * sigmoid(U h))`` (Ilse et al. 2018)."""
+
+    def __init__(self, in_features: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.v = nn.Linear(in_features, hidden)
+        self.u = nn.Linear(in_features, hidden)
+        self.w = nn.Linear(hidden, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.w(torch.tanh(self.v(h)) * torch.sigmoid(self.u(h))).squeeze(-1)
+
+
+class MILOutput(NamedTuple):
+    """Outputs of :class:`SurvivalMIL` for ``n`` bags and ``m`` instances."""
+
+    risk: torch.Tensor       # (n,) log relative hazard, higher = higher risk
+    logit: torch.Tensor      # (n,) k-year event logit (pretraining head)
+    embedding: torch.Tensor  # (n, F) pooled bag features
+    weights: torch.Tensor    # (m,) instance weights within each bag
+
+
+class SurvivalMIL(nn.Module):
+    """Instance encoder -> pooling -> dropout -> linear risk (and k-year logit).
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        Maps ``(m, C, *spatial)`` to ``(m, encoder.out_features)``.
+    pooling : {"mean", "max", "attention"}
+    attention_hidden : int
+    dropout : float
+        Dropout on the pooled features.
+    """
+
+    def __init__(self, encoder: nn.Module, pooling: str = "attention",
+                 attention_hidden: int = 64, dropout: float = 0.25) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
+        self.encoder = encoder
+        self.pooling = pooling
+        f = encoder.out_features
+        self.attention = GatedAttention(f, attention_hidden) if pooling == "attention" else None
+        self.dropout = nn.Dropout(dropout)
+        self.risk_head = nn.Linear(f, 1)
+        self.kyear_head = nn.Linear(f, 1)
+
+    def pool(self, h: torch.Tensor, bag_index: torch.Tensor,
+             n_bags: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features ``(n, F)`` and instance weights ``(m,)``."""
+        if self.attention is not None:
+            w = segment_softmax(self.attention(h), bag_index, n_bags)
+        else:
+            counts = torch.bincount(bag_index, minlength=n_bags).to(h.dtype)
+            w = 1.0 / counts[bag_index]
+        return segment_pool(h, bag_index, n_bags, self.pooling, w), w
+
+    def forward(self, instances: torch.Tensor, bag_index: torch.Tensor,
+                n_bags: int | None = None) -> MILOutput:
+        n_bags = int(bag_index.max()) + 1 if n_bags is None else n_bags
+        if instances.shape[0] != bag_index.shape[0]:
+            raise ValueError(f"bag_index: {bag_index.shape[0]} entries for "
+                             f"{instances.shape[0]} instances")
+        h = self.encoder(instances)
+        z, w = self.pool(h, bag_index.to(h.device), n_bags)
+        z = self.dropout(z)
+        return MILOutput(self.risk_head(z).squeeze(-1), self.kyear_head(z).squeeze(-1), z, w)

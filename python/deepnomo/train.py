@@ -1,0 +1,935 @@
+"""Training survival CNNs under multiple-instance learning.
+
+The pieces, each usable alone:
+
+* :class:`TrainConfig` -- every knob of a run, read from YAML; its hash ties
+  checkpoints to the configuration that wrote them.
+* :class:`BagData` and :func:`load_bags` -- patients as bags of instances
+  (tumour-centred slices, 3D patches, multi-channel crops or pathology tiles)
+  with their endpoint, built from ``cohort.csv`` and ``cases.csv``.
+* :func:`augment` -- random flips, small rotations, intensity jitter, blur.
+* :func:`fit` -- optional segmentation (Dice) and k-year pretraining phases,
+  then Cox partial-likelihood training with early stopping on the validation
+  C-index; a checkpoint after every epoch; resume; DDP under ``torchrun``;
+  AMP on CUDA. A diverging loss stops the run with the last good checkpoint kept.
+* :func:`predict_risk` and :func:`concordance_index` -- scoring and Harrell's C.
+
+Runs are deterministic on CPU for a given seed: every epoch reseeds the
+generators from ``(seed, epoch)``, so a resumed run continues exactly as an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time as _time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from deepnomo.losses import cox_ph_loss, dice_loss, kyear_labels, smoothed_bce
+from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
+from deepnomo.nn.mil import SurvivalMIL, collate_bags
+from deepnomo.nn.multitask import MultiTaskCox
+
+INPUTS = ("slices", "patch", "multichannel", "tiles")
+CHECKPOINT = "last.pt"
+MODEL = "model.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverging loss, NaN weights)."""
+
+
+class ConfigMismatchError(ValueError):
+    """A checkpoint or model was written by a different configuration."""
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of one deep-learning signature.
+
+    Attributes
+    ----------
+    name : str
+        Signature name; the table column is ``sig_dl_<name>``.
+    endpoint : str
+        Endpoint stem: ``<endpoint>_time`` (months) and ``<endpoint>_event``.
+    input : {"slices", "patch", "multichannel", "tiles"}
+        Instances: tumour-centred 2D slices of one sequence; one 3D patch (one
+        channel per modality); 2D slices with one channel per modality plus the
+        ROI; or pathology tiles (PNG, RGB).
+    modalities : list of str
+        Values of ``cases.csv``'s ``modality`` column used, in channel order.
+    backbone, backbone_args : str, dict
+        Encoder name and keyword arguments (see ``deepnomo.nn.backbones``).
+    pooling : {"mean", "max", "attention"}
+    crop_size : int
+        Side of 2D crops / tiles in pixels.
+    patch_size : list of int
+        (D, H, W) of 3D patches.
+    max_slices : int or None
+        Most slices per bag (the largest tumour sections are kept by the crops).
+    normalize : {"zscore", "none"}
+        Per image volume: subtract its mean and divide by its SD before cropping
+        (removes scanner scale and offset); tiles are always scaled to [0, 1].
+    epochs, batch_size, lr, weight_decay, dropout : training schedule
+        ``batch_size`` counts patients (bags).
+    ties : {"efron", "breslow"}
+    val_fraction : float
+        Share of the training cohort held out for early stopping.
+    patience : int
+        Epochs without a better validation C-index before stopping.
+    min_epochs : int
+        Cox epochs before a model may be locked or training stopped (guards
+        against a lucky early peak on a small validation share).
+    seed : int
+    flip, rotate_deg, intensity, blur : augmentation
+        Flip probability 0.5 per axis when ``flip``; rotations uniform in
+        +-``rotate_deg``; intensity ``x (1 + a) + b`` with ``a, b`` uniform in
+        +-``intensity``; Gaussian blur with sigma uniform in [0, ``blur``] pixels.
+    pretrain_epochs, pretrain_horizon, label_smoothing : k-year pretraining
+        Binary "event before ``pretrain_horizon`` months" with smoothed BCE.
+    seg_epochs : int
+        Dice-loss segmentation epochs first (``unet3d`` backbones only).
+    max_loss : float
+        A batch loss above this (or non-finite) stops the run.
+    grad_clip : float
+        Gradient-norm clipping (0 disables).
+    amp : bool
+        bfloat16 autocast when running on CUDA.
+    """
+
+    name: str = "dl"
+    endpoint: str = "dfs"
+    input: str = "slices"
+    modalities: list[str] = field(default_factory=lambda: ["T1"])
+    backbone: str = "resnet18"
+    backbone_args: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "attention"
+    crop_size: int = 64
+    patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
+    max_slices: int | None = 8
+    normalize: str = "zscore"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.25
+    ties: str = "efron"
+    val_fraction: float = 0.2
+    patience: int = 8
+    min_epochs: int = 1
+    seed: int = 0
+    flip: bool = True
+    rotate_deg: float = 10.0
+    intensity: float = 0.1
+    blur: float = 0.5
+    pretrain_epochs: int = 0
+    pretrain_horizon: float = 36.0
+    label_smoothing: float = 0.1
+    seg_epochs: int = 0
+    max_loss: float = 1e4
+    grad_clip: float = 5.0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ValueError(f"config 'input': expected one of {INPUTS}, got {self.input!r}")
+        if self.normalize not in ("zscore", "none"):
+            raise ValueError(f"config 'normalize': expected 'zscore' or 'none', "
+                             f"got {self.normalize!r}")
+        if not self.modalities:
+            raise ValueError("config 'modalities': at least one modality is needed")
+        if self.input == "slices" and len(self.modalities) != 1:
+            raise ValueError("config 'modalities': input 'slices' takes one modality "
+                             "(use 'multichannel' for several)")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"config 'val_fraction': must be in (0, 1), got {self.val_fraction}")
+        if self.seg_epochs and self.backbone != "unet3d":
+            raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
+        for key in ("epochs", "batch_size", "patience", "min_epochs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
+        if self.min_epochs > self.epochs:
+            raise ValueError(f"config 'min_epochs': {self.min_epochs} exceeds epochs "
+                             f"{self.epochs}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a YAML mapping of the attributes above (missing keys take defaults)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"config: cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"config: {path} must hold a YAML mapping")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def in_channels(self) -> int:
+        if self.input == "tiles":
+            return 3
+        if self.input == "multichannel":
+            return len(self.modalities) + 1
+        return 1
+
+
+@dataclass
+class BagData:
+    """Patients as bags of instances, with their endpoint.
+
+    Attributes
+    ----------
+    ids : list of str, length n
+    bags : list of ndarray, bag ``i`` of shape (k_i, C, *spatial), float32
+    time : ndarray, shape (n,), months
+    event : ndarray, shape (n,), 0/1
+    masks : list of ndarray or None
+        Segmentation targets shaped like the bags (for ``seg_epochs``).
+    cohort : list of str or None
+    """
+
+    ids: list[str]
+    bags: list[np.ndarray]
+    time: np.ndarray
+    event: np.ndarray
+    masks: list[np.ndarray] | None = None
+    cohort: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if n == 0:
+            raise ValueError("bags: no patients")
+        if not (len(self.bags) == len(self.time) == len(self.event) == n):
+            raise ValueError(f"bags: {n} ids, {len(self.bags)} bags, {len(self.time)} times, "
+                             f"{len(self.event)} events")
+        if len(set(self.ids)) != n:
+            raise ValueError("bags: duplicate patient ids")
+        self.time = np.asarray(self.time, dtype=np.float64)
+        self.event = np.asarray(self.event, dtype=np.float64)
+        for pid, bag in zip(self.ids, self.bags, strict=True):
+            if bag.ndim < 3 or bag.shape[0] == 0:
+                raise ValueError(f"patient '{pid}': bag with zero instances (shape {bag.shape})")
+            if not np.isfinite(bag).all():
+                raise ValueError(f"patient '{pid}': image crops contain NaN or infinite values")
+        bad = ~np.isfinite(self.time) | (self.time < 0)
+        if bad.any():
+            raise ValueError(f"time: missing or negative for patient(s) "
+                             f"{[self.ids[i] for i in np.flatnonzero(bad)[:5]]}")
+        if not np.isin(self.event, (0, 1)).all():
+            raise ValueError("event: values must be 0 or 1")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx: Sequence[int]) -> BagData:
+        pick = [int(i) for i in idx]
+        return BagData([self.ids[i] for i in pick], [self.bags[i] for i in pick],
+                       self.time[pick], self.event[pick],
+                       None if self.masks is None else [self.masks[i] for i in pick],
+                       None if self.cohort is None else [self.cohort[i] for i in pick])
+
+    def digest(self) -> str:
+        """SHA-256 of ids, endpoints and instance arrays: identifies the training data."""
+        h = hashlib.sha256()
+        for pid, bag, t, e in zip(self.ids, self.bags, self.time, self.event, strict=True):
+            h.update(pid.encode())
+            h.update(np.float64([t, e]).tobytes())
+            h.update(str(bag.shape).encode())
+            h.update(np.ascontiguousarray(bag, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- data
+
+def _read_image(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"cases: image file {path} does not exist")
+    if path.suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.float32)
+    import SimpleITK as sitk
+
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+    except RuntimeError as exc:
+        raise ValueError(f"cases: cannot read image {path}: {exc}") from exc
+
+
+def _tile(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB tile (H, W, 3) in [0, 255] -> (3, size, size) scaled to [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None] / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x[0].numpy()
+
+
+def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
+               with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    by_mod = {m: rows[rows["modality"] == m] for m in cfg.modalities}
+    if cfg.input == "tiles":
+        tiles = pd.concat(by_mod.values())
+        return np.stack([_tile(_read_image(root / p), cfg.crop_size) for p in tiles["image"]]), None
+    from deepnomo import crops  # imaging side: tumour-centred crops
+
+    first = by_mod[cfg.modalities[0]].iloc[0]
+    mask = _read_image(root / first["mask"]) > 0
+    images = [_read_image(root / by_mod[m].iloc[0]["image"]) for m in cfg.modalities]
+    if cfg.normalize == "zscore":
+        images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
+    if cfg.input == "slices":
+        bag = crops.tumor_slices(images[0], mask, size=cfg.crop_size,
+                                 max_slices=cfg.max_slices)[:, None]
+        return np.asarray(bag, dtype=np.float32), None
+    if cfg.input == "multichannel":
+        bag = crops.multichannel_slices(images, mask, size=cfg.crop_size)
+        if cfg.max_slices and len(bag) > cfg.max_slices:  # largest ROI sections, in z order
+            area = bag[:, -1].sum(axis=(1, 2))
+            bag = bag[np.sort(np.argsort(-area, kind="stable")[:cfg.max_slices])]
+        return np.asarray(bag, dtype=np.float32), None
+    size = tuple(cfg.patch_size)
+    bag = np.stack([crops.tumor_patch(im, mask, size=size) for im in images])[None]
+    seg = None
+    if with_mask:
+        m = np.asarray(crops.tumor_patch(mask.astype(np.float32), mask, size=size))
+        seg = (m > 0.5 * (m.max() + m.min()))[None, None].astype(np.float32)
+    return np.asarray(bag, dtype=np.float32), seg
+
+
+def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConfig,
+              with_masks: bool = False, only_cohort: str | None = None) -> BagData:
+    """Build bags for the patients of ``cohort`` from ``cases.csv``.
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        Cohort table (``patient_id``, ``cohort``, ``<endpoint>_time``/``_event``).
+    cases_csv : path
+        Columns ``patient_id``, ``modality``, ``image``, ``mask`` (paths
+        relative to the file's folder) and optionally ``reader`` (the first
+        reader's masks are used).
+    cfg : TrainConfig
+    with_masks : bool
+        Also build segmentation targets (3D patches only).
+    only_cohort : str, optional
+        Build bags only for rows whose ``cohort`` is this label (e.g. ``"train"``);
+        identifiers are still checked against the whole table.
+
+    Raises
+    ------
+    ValueError
+        On missing columns, patients without images of a modality, case rows
+        for patients absent from the cohort, or unreadable / non-finite images.
+    """
+    cases_csv = Path(cases_csv)
+    try:
+        cases = pd.read_csv(cases_csv, dtype={"patient_id": str})
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ValueError(f"cases: cannot read {cases_csv}: {exc}") from exc
+    need = {"patient_id", "modality", "image"} | ({"mask"} if cfg.input != "tiles" else set())
+    missing = sorted(need - set(cases.columns))
+    if missing:
+        raise ValueError(f"cases ({cases_csv}): missing column(s) {missing}")
+    for col in (f"{cfg.endpoint}_time", f"{cfg.endpoint}_event", "patient_id"):
+        if col not in cohort.columns:
+            raise ValueError(f"cohort table: column '{col}' is missing (endpoint "
+                             f"'{cfg.endpoint}' in the config)")
+    if "reader" in cases.columns:  # first reader's masks; rows without a reader (tiles) stay
+        reader = pd.to_numeric(cases["reader"], errors="coerce")
+        cases = cases[reader.isna() | (reader == reader.min())]
+    cases = cases[cases["modality"].isin(cfg.modalities)]
+    ids = cohort["patient_id"].astype(str).tolist()
+    extra = sorted(set(cases["patient_id"]) - set(ids))
+    if extra:
+        raise ValueError(f"cases ({cases_csv}): patient_id(s) not in the cohort table: {extra[:5]}"
+                         + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))
+    if only_cohort is not None:
+        if "cohort" not in cohort.columns:
+            raise ValueError("cohort table: column 'cohort' is missing")
+        cohort = cohort[cohort["cohort"].astype(str) == only_cohort]
+        if len(cohort) == 0:
+            raise ValueError(f"cohort table: no patients in cohort '{only_cohort}'")
+        ids = cohort["patient_id"].astype(str).tolist()
+    groups = dict(tuple(cases.groupby("patient_id")))
+    bags, masks = [], []
+    for pid in ids:
+        rows = groups.get(pid)
+        have = set() if rows is None else set(rows["modality"])
+        lacking = [m for m in cfg.modalities if m not in have]
+        if lacking:
+            raise ValueError(f"cases ({cases_csv}): patient '{pid}' of the cohort table has no "
+                             f"{lacking} image")
+        try:
+            bag, seg = _instances(rows, cases_csv.parent, cfg, with_masks)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ValueError(f"patient '{pid}': {exc}") from exc
+        bags.append(bag)
+        masks.append(seg)
+    return BagData(ids, bags, cohort[f"{cfg.endpoint}_time"].to_numpy(float),
+                   cohort[f"{cfg.endpoint}_event"].to_numpy(float),
+                   masks if with_masks and cfg.input == "patch" else None,
+                   cohort["cohort"].astype(str).tolist() if "cohort" in cohort else None)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
+    radius = max(1, int(math.ceil(2 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Randomly flip, rotate (in-plane), jitter intensity and blur each instance.
+
+    Parameters
+    ----------
+    x : Tensor, shape (m, C, H, W) or (m, C, D, H, W)
+    gen : torch.Generator (CPU)
+        Source of every random draw, for reproducibility.
+    """
+    m, nd = x.shape[0], x.ndim - 2
+    dev = x.device
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(dev)
+
+    if cfg.flip:
+        for axis in range(2, x.ndim):
+            flip = uniform(m) < 0.5
+            x = torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(axis), x)
+    if cfg.rotate_deg > 0:
+        ang = (uniform(m) * 2 - 1) * math.radians(cfg.rotate_deg)
+        c, s = torch.cos(ang), torch.sin(ang)
+        theta = torch.zeros(m, nd, nd + 1, device=dev)
+        # affine_grid orders coordinates (W, H[, D]): rows 0-1 rotate the in-plane axes
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
+        if nd == 3:
+            theta[:, 2, 2] = 1.0
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.intensity > 0:
+        a = (uniform(m) * 2 - 1) * cfg.intensity
+        b = (uniform(m) * 2 - 1) * cfg.intensity
+        shape = (-1, *[1] * (x.ndim - 1))
+        x = x * (1 + a.view(shape)) + b.view(shape)
+    if cfg.blur > 0:
+        sigma = float(torch.rand(1, generator=gen)) * cfg.blur
+        if sigma > 0.1:
+            k = _gaussian_kernel(sigma, dev)
+            ch = x.shape[1]
+            for axis in range(nd):
+                shape = [1] * nd
+                shape[axis] = k.numel()
+                w = k.view(1, 1, *shape).repeat(ch, 1, *[1] * nd)
+                pad = [0] * (2 * nd)
+                pad[2 * (nd - 1 - axis)] = pad[2 * (nd - 1 - axis) + 1] = k.numel() // 2
+                conv = F.conv2d if nd == 2 else F.conv3d
+                x = conv(F.pad(x, pad, mode="replicate"), w, groups=ch)
+    return x
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(cfg: TrainConfig) -> SurvivalMIL:
+    """The network a configuration describes (encoder, pooling, heads)."""
+    sequences = len(cfg.modalities) if cfg.input == "patch" else 1
+    encoder = build_backbone(cfg.backbone, in_channels=cfg.in_channels, sequences=sequences,
+                             **cfg.backbone_args)
+    return SurvivalMIL(encoder, pooling=cfg.pooling, dropout=cfg.dropout)
+
+
+class Segmenter(nn.Module):
+    """The U-Nets of a model's encoder as one module: ``(N, S, D, H, W)`` -> logits per sequence.
+
+    Segmentation pretraining runs through this view, so that data-parallel
+    training wraps (and synchronizes) exactly the parameters it uses.
+    """
+
+    def __init__(self, model: SurvivalMIL) -> None:
+        super().__init__()
+        enc = model.encoder
+        encs = enc.encoders if isinstance(enc, MultiSequenceEncoder) else [enc]
+        if not all(isinstance(e, UNetEncoder) for e in encs):
+            raise ValueError("config 'seg_epochs': segmentation needs backbone unet3d")
+        self.unets = nn.ModuleList([e.unet for e in encs])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([u(x[:, s:s + 1]) for s, u in enumerate(self.unets)], dim=1)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _batch(data: BagData, idx: Sequence[int], device: torch.device
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, bag_index = collate_bags([torch.from_numpy(data.bags[i]) for i in idx])
+    return (x.to(device), bag_index.to(device),
+            torch.as_tensor(data.time[list(idx)], device=device),
+            torch.as_tensor(data.event[list(idx)], device=device))
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=cfg.amp and device.type == "cuda")
+
+
+def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
+               cfg: TrainConfig, device: torch.device,
+               gen: torch.Generator | None = None) -> torch.Tensor:
+    """Loss of one batch of patients in a phase (``"seg"``, ``"pretrain"``, ``"cox"``).
+
+    A Cox batch without events contributes a zero loss (kept in the graph so
+    that data-parallel processes stay in step).
+    """
+    x, bag_index, time, event = _batch(data, idx, device)
+    if gen is not None:  # masks are not transformed: no spatial augmentation while segmenting
+        spatial = phase != "seg"
+        x = augment(x, cfg if spatial else dataclasses.replace(cfg, flip=False, rotate_deg=0.0),
+                    gen)
+    with _autocast(device, cfg):
+        if phase == "seg":  # model is a Segmenter; one target mask for every sequence
+            target = torch.cat([torch.from_numpy(data.masks[i]) for i in idx]).to(device)
+            logits = model(x).float()
+            return dice_loss(logits, target.expand_as(logits))
+        out = model(x, bag_index, len(idx))
+    if phase == "pretrain":
+        label, known = kyear_labels(time, event, cfg.pretrain_horizon)
+        if float(known.sum()) == 0:
+            return out.logit.float().sum() * 0.0
+        return smoothed_bce(out.logit.float(), label, cfg.label_smoothing, weight=known)
+    if float(event.sum()) == 0:
+        return out.risk.float().sum() * 0.0
+    return cox_ph_loss(out.risk.float(), time, event, ties=cfg.ties)
+
+
+@torch.no_grad()
+def predict_risk(model: nn.Module, data: BagData, device: str | torch.device = "cpu",
+                 batch_size: int = 32) -> np.ndarray:
+    """Risk score (log relative hazard, higher = higher risk) per patient, model in eval mode."""
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        x, bag_index, _, _ = _batch(data, idx, device)
+        with _autocast(device, TrainConfig()):
+            out.append(model(x, bag_index, len(idx)).risk.float().cpu())
+    risk = torch.cat(out).numpy().astype(np.float64)
+    if not np.isfinite(risk).all():
+        bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(risk))[:5]]
+        raise TrainingError(f"model produced non-finite risk for patient(s) {bad}")
+    return risk
+
+
+@torch.no_grad()
+def predict_embedding(model: SurvivalMIL, data: BagData, device: str | torch.device = "cpu",
+                      batch_size: int = 32) -> np.ndarray:
+    """Pooled bag features ``(n, F)`` (the input of the risk head), model in eval mode."""
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        x, bag_index, _, _ = _batch(data, idx, device)
+        out.append(model(x, bag_index, len(idx)).embedding.float().cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
+                  treated: np.ndarray, hidden: Sequence[int] = (32,), dropout: float = 0.1,
+                  lr: float = 1e-2, weight_decay: float = 1e-3, epochs: int = 500,
+                  val_fraction: float = 0.2, patience: int = 50, seed: int = 0,
+                  ties: str = "efron") -> tuple[MultiTaskCox, dict[str, Any]]:
+    """Train the prognostic / predictive network on deep features of the training cohort.
+
+    Full-batch AdamW on the Cox loss of ``g(x) + (treated - 1/2) f(x)``
+    (:mod:`deepnomo.nn.multitask`); features are standardized with the
+    training share's mean and SD (stored in the model); early stopping on the
+    validation C-index of that log hazard.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n, F)
+        Per-sequence deep features concatenated (:func:`predict_embedding`).
+    time, event : ndarray, shape (n,)
+    treated : ndarray, shape (n,), 0 = control, 1 = treated
+
+    Returns
+    -------
+    model : MultiTaskCox
+        At its best validation epoch, in eval mode.
+    info : dict
+        ``best_epoch``, ``val_c_index``, ``history`` (loss per epoch).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    n = x.shape[0]
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError("features: expected a finite (n, F) array")
+    treated = np.asarray(treated, dtype=np.float64)
+    if len(time) != n or len(event) != n or len(treated) != n:
+        raise ValueError(f"features, time, event, treated: lengths differ ({n}, {len(time)}, "
+                         f"{len(event)}, {len(treated)})")
+    if not np.isin(treated, (0, 1)).all() or len(np.unique(treated)) < 2:
+        raise ValueError("treated: must be 0/1 with both arms present")
+    dummy = BagData([str(i) for i in range(n)], [np.zeros((1, 1, 1), np.float32)] * n,
+                    time, event)
+    cfg = TrainConfig(val_fraction=val_fraction, seed=seed)
+    train_idx, val_idx = split_train_validation(dummy, cfg)
+    _seed_all(seed)
+    model = MultiTaskCox(x.shape[1], hidden=hidden, dropout=dropout).double()
+    model.shift.copy_(torch.as_tensor(x[train_idx].mean(0)))
+    model.scale.copy_(torch.as_tensor(x[train_idx].std(0) + 1e-8))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    tx, tt, te, tr = (torch.as_tensor(a) for a in (x, dummy.time, dummy.event, treated))
+    best, best_epoch, best_state, history = -1.0, 0, None, []
+    for epoch in range(epochs):
+        model.train()
+        opt.zero_grad()
+        loss = cox_ph_loss(model.log_hazard(tx[train_idx], tr[train_idx]), tt[train_idx],
+                           te[train_idx], ties=ties)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"multi-task loss diverged at epoch {epoch + 1}")
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        model.eval()
+        with torch.no_grad():
+            c = concordance_index(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
+                                  dummy.time[val_idx], dummy.event[val_idx])
+        if c > best + 1e-9:
+            best, best_epoch = c, epoch + 1
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        elif epoch + 1 - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, {"best_epoch": best_epoch, "val_c_index": best, "history": history}
+
+
+def concordance_index(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> float:
+    """Harrell's C: share of comparable pairs ordered correctly (ties in risk count 1/2).
+
+    A pair is comparable when the shorter time ends in an event (an event and a
+    censoring at the same time count, the censored patient outliving the event).
+    """
+    risk, time, event = (np.asarray(a, dtype=float) for a in (risk, time, event))
+    ev = event == 1
+    earlier = (time[:, None] < time[None, :]) | ((time[:, None] == time[None, :])
+                                                 & (event[None, :] == 0))
+    comparable = ev[:, None] & earlier
+    n = comparable.sum()
+    if n == 0:
+        return float("nan")
+    diff = risk[:, None] - risk[None, :]
+    concordant = (diff > 0) & comparable
+    tied = (diff == 0) & comparable
+    return float((concordant.sum() + 0.5 * tied.sum()) / n)
+
+
+# ----------------------------------------------------------------------------- loop
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def split_train_validation(data: BagData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (by event) random split of the training cohort, fixed by the seed."""
+    rng = np.random.default_rng(cfg.seed)
+    val = []
+    for e in (0, 1):
+        idx = np.flatnonzero(data.event == e)
+        k = int(round(cfg.val_fraction * len(idx)))
+        val.extend(rng.permutation(idx)[:k].tolist())
+    val_idx = np.sort(np.array(val, dtype=int))
+    train_idx = np.setdiff1d(np.arange(len(data)), val_idx)
+    if data.event[train_idx].sum() < 2 or data.event[val_idx].sum() < 1:
+        raise ValueError(f"event: too few events to train ({int(data.event.sum())} in "
+                         f"{len(data)} patients; need >= 2 for training and >= 1 for validation)")
+    return train_idx, val_idx
+
+
+def _phase(epoch: int, cfg: TrainConfig) -> str:
+    if epoch < cfg.seg_epochs:
+        return "seg"
+    if epoch < cfg.seg_epochs + cfg.pretrain_epochs:
+        return "pretrain"
+    return "cox"
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the process group ``torchrun`` describes (gloo on CPU, NCCL on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: BagData,
+                train_idx: np.ndarray, epoch: int, cfg: TrainConfig,
+                device: torch.device, progress: bool = False) -> float:
+    """One pass over the training patients; returns the mean batch loss.
+
+    Batches are drawn from a permutation fixed by ``(seed, epoch)``; under DDP
+    each process takes every ``world``-th patient of each batch.
+    """
+    rank, world = _dist()
+    phase = _phase(epoch, cfg)
+    torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank)  # dropout
+    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 104_729 + rank)
+    order = train_idx[torch.randperm(len(train_idx),
+                                     generator=torch.Generator().manual_seed(cfg.seed + epoch))]
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    batches = [b for b in batches if len(b) >= 2 * world]
+    model.train()
+    losses = []
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(batches), desc=f"{cfg.name} epoch {epoch + 1} ({phase})",
+                   leave=False, dynamic_ncols=True)
+    for b, batch in enumerate(batches):
+        mine = batch[rank::world]
+        opt.zero_grad(set_to_none=True)
+        try:
+            loss = batch_loss(model, data, mine, phase, cfg, device, gen)
+        except ValueError as exc:
+            raise TrainingError(f"epoch {epoch + 1}, batch {b + 1} ({phase}): {exc}") from exc
+        value = float(loss.detach())
+        if not math.isfinite(value) or value > cfg.max_loss:
+            raise TrainingError(f"loss diverged at epoch {epoch + 1}, batch {b + 1} ({phase} "
+                                f"loss {value:.4g}; limit max_loss={cfg.max_loss:g})")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(value)
+        if bar is not None:
+            bar.set_postfix(loss=f"{value:.4f}")
+            bar.update()
+    if bar is not None:
+        bar.close()
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise TrainingError(f"weights became NaN or infinite at epoch {epoch + 1}")
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _log(msg: str) -> None:
+    if _dist()[0] == 0:
+        print(msg, flush=True)
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("config_hash") != cfg.hash():
+        old = ckpt.get("config", {})
+        diff = sorted(k for k in set(old) | set(cfg.to_dict())
+                      if old.get(k) != cfg.to_dict().get(k))
+        raise ConfigMismatchError(f"checkpoint {path} was written with a different config "
+                                  f"(hash {ckpt.get('config_hash')} vs {cfg.hash()}; "
+                                  f"differing keys: {diff})")
+    return ckpt
+
+
+def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str = "auto",
+        resume: bool = False, progress: bool = True,
+        callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train a signature network on the training cohort and lock the best model.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data : BagData
+        Training-cohort patients only; a validation share is held out for
+        early stopping (:func:`split_train_validation`).
+    out_dir : path
+        Receives ``last.pt`` (checkpoint after every epoch) and, when training
+        finishes, ``model.pt`` (the locked model at its best validation C).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``...
+    resume : bool
+        Continue from ``out_dir/last.pt`` (refused if written by another config).
+    progress : bool
+        Progress bar per epoch and one line with loss and validation C.
+    callback : callable, optional
+        Called after each epoch (and its checkpoint) with the epoch record.
+
+    Returns
+    -------
+    dict
+        The content of ``model.pt`` without the weights: config, hashes,
+        history, best epoch and validation C-index, split, training time.
+
+    Raises
+    ------
+    TrainingError
+        Diverging loss or NaN weights; ``last.pt`` keeps the last good epoch.
+    ConfigMismatchError
+        Resuming from a checkpoint of another configuration.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    distributed = init_distributed(dev)
+    rank, _ = _dist()
+    train_idx, val_idx = split_train_validation(data, cfg)
+    if cfg.seg_epochs and data.masks is None:
+        raise ValueError("config 'seg_epochs': segmentation needs masks (load_bags with_masks)")
+    _seed_all(cfg.seed)
+    model = build_model(cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "best_c": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
+             "best_state": None, "seconds": 0.0}
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        ckpt = _load_checkpoint(ckpt_path, cfg)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state.update({k: ckpt[k] for k in state})
+        _log(f"[{cfg.name}] resumed from {ckpt_path} after epoch {state['epoch']}")
+    elif resume:
+        _log(f"[{cfg.name}] no checkpoint in {out}; starting afresh")
+    nets: dict[str, nn.Module] = {"pretrain": model, "cox": model}
+    if cfg.seg_epochs:
+        nets["seg"] = Segmenter(model)
+    if distributed:  # one wrapper per module; a wrapper only syncs after its own forward
+        wrapped = {id(v): nn.parallel.DistributedDataParallel(
+            v, device_ids=[dev.index or 0] if dev.type == "cuda" else None,
+            find_unused_parameters=True) for v in nets.values()}
+        nets = {k: wrapped[id(v)] for k, v in nets.items()}
+    val = data.subset(val_idx)
+    total = cfg.seg_epochs + cfg.pretrain_epochs + cfg.epochs
+    data_hash = data.digest()
+    start = _time.time() - state["seconds"]
+    stopped = state["bad_epochs"] >= cfg.patience
+    while state["epoch"] < total and not stopped:
+        epoch = state["epoch"]
+        phase = _phase(epoch, cfg)
+        loss = train_epoch(nets[phase], opt, data, train_idx, epoch, cfg, dev, progress)
+        c = concordance_index(predict_risk(model, val, dev), val.time, val.event)
+        record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
+        cox_epochs = epoch + 1 - cfg.seg_epochs - cfg.pretrain_epochs
+        if phase == "cox" and cox_epochs >= cfg.min_epochs:
+            if c > state["best_c"] + 1e-9:
+                state.update(best_c=c, best_epoch=epoch + 1, bad_epochs=0,
+                             best_state={k: v.detach().cpu().clone()
+                                         for k, v in model.state_dict().items()})
+            else:
+                state["bad_epochs"] += 1
+            stopped = state["bad_epochs"] >= cfg.patience
+        state["epoch"] = epoch + 1
+        state["history"].append(record)
+        state["seconds"] = _time.time() - start
+        if rank == 0:
+            _atomic_save({"config": cfg.to_dict(), "config_hash": cfg.hash(),
+                          "model": model.state_dict(), "optimizer": opt.state_dict(), **state},
+                         ckpt_path)
+        if progress:
+            _log(f"[{cfg.name}] epoch {epoch + 1}/{total} {phase}: loss {loss:.4f}, "
+                 f"validation C-index {c:.3f}" + (" (early stop)" if stopped else ""))
+        if callback is not None:
+            callback(record)
+    if state["best_state"] is None:
+        raise TrainingError("no Cox training epoch completed; nothing to lock")
+    model.load_state_dict(state["best_state"])
+    info = {"config": cfg.to_dict(), "config_hash": cfg.hash(), "data_hash": data_hash,
+            "seed": cfg.seed, "best_epoch": state["best_epoch"],
+            "val_c_index": state["best_c"], "history": state["history"],
+            "train_ids": [data.ids[i] for i in train_idx],
+            "val_ids": [data.ids[i] for i in val_idx],
+            "train_seconds": state["seconds"], "torch": torch.__version__}
+    if rank == 0:
+        _atomic_save({**info, "model": model.state_dict()}, out / MODEL)
+    return info
+
+
+def load_model(model_dir: str | os.PathLike) -> tuple[SurvivalMIL, TrainConfig, dict[str, Any]]:
+    """The locked model of a finished training run, its config and record.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``model.pt`` is absent (training did not finish).
+    ConfigMismatchError
+        When the stored weights do not fit the stored configuration.
+    """
+    path = Path(model_dir) / MODEL
+    if not path.is_file():
+        hint = " (a checkpoint last.pt exists: resume training with --resume)" if (
+            Path(model_dir) / CHECKPOINT).is_file() else ""
+        raise FileNotFoundError(f"model: {path} not found; training did not finish{hint}")
+    info = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = TrainConfig.from_dict(info["config"])
+    if cfg.hash() != info.get("config_hash"):
+        raise ConfigMismatchError(f"model: {path} was written with a configuration this version "
+                                  f"reads differently (hash {info.get('config_hash')} vs "
+                                  f"{cfg.hash()}); retrain it")
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(info.pop("model"))
+    except RuntimeError as exc:
+        raise ConfigMismatchError(f"model: weights in {path} do not fit its config: {exc}") from exc
+    model.eval()
+    return model, cfg, info

@@ -1,0 +1,78 @@
+"""Backbones: the published architectures' parameter counts, shapes, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepnomo.losses import dice_loss
+from deepnomo.nn.backbones import UNet3D, build_backbone
+
+# Parameter counts of the reference architectures without their 1000-class
+# classifier (ImageNet models: ResNet-18 11,689,512 - 513,000;
+# SE-ResNeXt-50 32x4d 27,559,896 - 2,049,000; EfficientNet-lite0 4,652,008 - 1,281,000).
+PUBLISHED = {"resnet18": 11_176_512, "se_resnext": 25_510_896, "efficientnet_lite0": 3_371_008}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_default_size_is_the_published_architecture(name):
+    model = build_backbone(name, in_channels=3)
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED[name]
+
+
+SMALL = {
+    "resnet18": ({"width": 8, "stem": "small"}, (3, 1, 32, 32), 64),
+    "se_resnext": ({"width": 32, "layers": (1, 1, 1), "cardinality": 4}, (3, 1, 32, 32), 128),
+    "efficientnet_lite0": ({"in_channels": 3, "width_mult": 0.5, "n_stages": 4,
+                            "head_channels": 64}, (3, 3, 32, 32), 64),
+    "unet3d": ({"width": 4, "depth": 2}, (2, 1, 16, 16, 16), 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_small_backbones_shapes_and_backward(name):
+    torch.manual_seed(0)
+    kwargs, shape, feat = SMALL[name]
+    model = build_backbone(name, **kwargs)
+    x = torch.randn(*shape, requires_grad=True)
+    y = model(x)
+    assert y.shape == (shape[0], feat) and model.out_features == feat
+    y.pow(2).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    used = model.unet.down if name == "unet3d" else model  # the decoder is for segmentation
+    assert all(p.grad is not None for p in used.parameters())
+
+
+def test_multisequence_encoder_concatenates_sequences():
+    torch.manual_seed(0)
+    model = build_backbone("unet3d", sequences=3, width=4, depth=2).eval()
+    x = torch.randn(2, 3, 16, 16, 16)
+    y = model(x)
+    assert y.shape == (2, 48)
+    torch.testing.assert_close(y[:, 16:32], model.encoders[1](x[:, 1:2]))
+
+
+def test_unet_segments_and_learns_a_blob():
+    torch.manual_seed(0)
+    net = UNet3D(1, 1, width=4, depth=2)
+    zz, yy, xx = torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij")
+    mask = (((zz - 8) ** 2 + (yy - 7) ** 2 + (xx - 9) ** 2) < 16).float()[None, None]
+    img = mask * 2.0 + 0.3 * torch.randn(1, 1, 16, 16, 16)
+    assert net(img).shape == (1, 1, 16, 16, 16)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    first = float(dice_loss(net(img), mask).detach())
+    for _ in range(60):
+        opt.zero_grad()
+        loss = dice_loss(net(img), mask)
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.2 < first
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.zeros(1, 1, 10, 16, 16))
+
+
+def test_bad_backbone_arguments():
+    with pytest.raises(ValueError, match="unknown name"):
+        build_backbone("vgg")
+    with pytest.raises(ValueError, match="cardinality"):
+        build_backbone("se_resnext", width=32, cardinality=5)

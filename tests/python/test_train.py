@@ -1,0 +1,296 @@
+"""Training loop: learning a known risk, determinism, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from deepnomo.train import (
+    CHECKPOINT,
+    MODEL,
+    BagData,
+    ConfigMismatchError,
+    TrainConfig,
+    TrainingError,
+    augment,
+    batch_loss,
+    build_model,
+    concordance_index,
+    fit,
+    load_bags,
+    load_model,
+    predict_risk,
+)
+
+
+def blob_data(n: int, seed: int, size: int = 32, k: int = 3) -> tuple[BagData, np.ndarray]:
+    """Bags of noisy images with a dark blob whose radius sets a Weibull hazard.
+
+    Returns the bags and the true log relative hazard of each patient.
+    """
+    rng = np.random.default_rng(seed)
+    radius = rng.uniform(2.0, 8.0, n)
+    eta = 0.6 * (radius - 5.0)
+    # Weibull(shape 1.5) proportional hazards: S(t) = exp(-(t / 40)^1.5 exp(eta))
+    t = 40.0 * (rng.exponential(size=n) / np.exp(eta)) ** (1 / 1.5)
+    cens = rng.uniform(10.0, 90.0, n)
+    yy, xx = np.mgrid[:size, :size]
+    bags = []
+    for i in range(n):
+        inst = []
+        for _ in range(k):
+            cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+            r = radius[i] * rng.uniform(0.8, 1.0)  # sections of the tumour differ in size
+            blob = ((yy - cy) ** 2 + (xx - cx) ** 2) <= r ** 2
+            img = rng.normal(0.0, 0.3, (size, size)) - 1.5 * blob
+            inst.append(img[None].astype(np.float32))
+        bags.append(np.stack(inst))
+    data = BagData([f"p{seed}_{i:03d}" for i in range(n)], bags, np.minimum(t, cens).round(1),
+                   (t <= cens).astype(float))
+    return data, eta
+
+
+SMALL_NET = {"backbone": "resnet18", "pooling": "attention",
+             "backbone_args": {"width": 8, "layers": [1, 1, 1], "stem": "small"}}
+
+
+def small_config(**kw) -> TrainConfig:
+    base = dict(name="blob", epochs=6, batch_size=32, lr=3e-3, patience=6, dropout=0.1,
+                **SMALL_NET)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cnn_learns_known_blob_risk_near_oracle(tmp_path):
+    train, _ = blob_data(200, seed=1)
+    test, truth = blob_data(150, seed=2)
+    info = fit(small_config(), train, tmp_path, device="cpu", progress=False)
+    model, cfg, saved = load_model(tmp_path)
+    c = concordance_index(predict_risk(model, test), test.time, test.event)
+    oracle = concordance_index(truth, test.time, test.event)
+    assert oracle > 0.7
+    assert c >= 0.9 * oracle
+    assert saved["val_c_index"] == info["val_c_index"] > 0.6
+    assert len(info["history"]) == cfg.epochs and set(info["val_ids"]).isdisjoint(info["train_ids"])
+
+
+def test_concordance_index_matches_r_survival():
+    from deepnomo.bridge.rconvert import from_r, r_session
+
+    ro = r_session()
+    d = from_r(ro.r("survival::lung"))
+    d = d.dropna(subset=["ph.karno"])
+    ref = float(ro.r("""function() { d <- survival::lung[!is.na(survival::lung$ph.karno), ]
+        survival::concordance(survival::Surv(time, status) ~ ph.karno, data = d,
+                              reverse = TRUE)$concordance }""")()[0])
+    ours = concordance_index(d["ph.karno"].to_numpy(), d["time"].to_numpy(),
+                             (d["status"] == 2).to_numpy(float))
+    assert ours == pytest.approx(ref, abs=1e-12)
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    data, _ = blob_data(48, seed=3, size=16, k=2)
+    cfg = small_config(epochs=4, batch_size=12, patience=10)
+    fit(cfg, data, tmp_path / "full", device="cpu", progress=False)
+
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, data, tmp_path / "cut", device="cpu", progress=False, callback=interrupt)
+    assert not (tmp_path / "cut" / MODEL).exists()
+    assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)["epoch"] == 2
+    info = fit(cfg, data, tmp_path / "cut", device="cpu", progress=False, resume=True)
+    assert [h["epoch"] for h in info["history"]] == [1, 2, 3, 4]
+    full = torch.load(tmp_path / "full" / MODEL, weights_only=False)
+    cut = torch.load(tmp_path / "cut" / MODEL, weights_only=False)
+    for key, value in full["model"].items():
+        assert torch.equal(value, cut["model"][key]), key
+    assert full["history"] == cut["history"]
+    with pytest.raises(ConfigMismatchError, match=r"differing keys: \['lr'\]"):
+        fit(small_config(epochs=4, batch_size=12, patience=10, lr=1e-2), data, tmp_path / "cut",
+            device="cpu", progress=False, resume=True)
+
+
+def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data, _ = blob_data(40, seed=4, size=16, k=2)
+
+    def poison(record):  # the inputs blow up after the first epoch
+        for bag in data.bags:
+            bag *= 1e38
+
+    with pytest.raises(TrainingError, match="epoch 2"):
+        fit(small_config(epochs=3, batch_size=10), data, tmp_path, device="cpu",
+            progress=False, callback=poison)
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 1
+    assert not (tmp_path / MODEL).exists()
+    with pytest.raises(FileNotFoundError, match="training did not finish"):
+        load_model(tmp_path)
+
+
+def test_bad_training_input_is_refused():
+    data, _ = blob_data(20, seed=5, size=16, k=2)
+    bags = [b.copy() for b in data.bags]
+    bags[3][0, 0, 2, 2] = np.nan
+    with pytest.raises(ValueError, match=f"patient '{data.ids[3]}': image crops contain NaN"):
+        BagData(data.ids, bags, data.time, data.event)
+    with pytest.raises(ValueError, match=f"patient '{data.ids[0]}': bag with zero instances"):
+        BagData(data.ids, [np.zeros((0, 1, 16, 16), np.float32)] + data.bags[1:],
+                data.time, data.event)
+    no_events = BagData(data.ids, data.bags, data.time, np.zeros(20))
+    with pytest.raises(ValueError, match="too few events"):
+        fit(small_config(), no_events, "/nonexistent-never-written", device="cpu")
+    with pytest.raises(ValueError, match="unknown key"):
+        TrainConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
+    with pytest.raises(ValueError, match="input"):
+        TrainConfig(input="video")
+    with pytest.raises(ValueError, match="'min_epochs': 4 exceeds epochs 3"):
+        TrainConfig(epochs=3, min_epochs=4)
+
+
+def test_config_yaml_round_trip_and_hash(tmp_path):
+    cfg = small_config(epochs=7)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    back = TrainConfig.from_yaml(path)
+    assert back == cfg and back.hash() == cfg.hash()
+    assert small_config(epochs=8).hash() != cfg.hash()
+
+
+def test_default_configs_build_their_networks():
+    from deepnomo.paths import PACKAGE_DIR
+
+    files = sorted((PACKAGE_DIR / "data" / "dl").glob("*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        cfg = TrainConfig.from_yaml(f)
+        model = build_model(cfg)
+        assert sum(p.numel() for p in model.parameters()) < 3_000_000, f.name
+
+
+def test_augmentation_is_reproducible_and_label_preserving():
+    x = torch.randn(4, 1, 16, 16)
+    cfg = small_config()
+    a = augment(x, cfg, torch.Generator().manual_seed(0))
+    b = augment(x, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    flips = small_config(rotate_deg=0.0, intensity=0.0, blur=0.0)
+    y = augment(x, flips, torch.Generator().manual_seed(1))
+    for i in range(4):  # each instance is one of the four flips of itself
+        assert any(torch.equal(y[i], x[i].flip(dims)) if dims else torch.equal(y[i], x[i])
+                   for dims in ((), (1,), (2,), (1, 2)))
+    const = torch.full((2, 1, 8, 8, 8), 3.0)
+    z = augment(const, small_config(intensity=0.0), torch.Generator().manual_seed(2))
+    torch.testing.assert_close(z, const)  # rotation, flips and blur keep a constant volume
+
+
+def test_tiles_are_loaded_and_ids_checked(tmp_path):
+    from PIL import Image
+
+    rows = []
+    for pid, n in (("a", 2), ("b", 3)):
+        for j in range(n):
+            name = f"{pid}_{j}.png"
+            Image.fromarray(np.full((20, 20, 3), 40 * j, np.uint8)).save(tmp_path / name)
+            rows.append({"patient_id": pid, "modality": "HE", "image": name, "mask": "",
+                         "reader": None})  # tiles have no reader
+    pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
+    cohort = pd.DataFrame({"patient_id": ["a", "b"], "cohort": ["train", "test"],
+                           "os_time": [5.0, 7.0], "os_event": [1, 0]})
+    cfg = TrainConfig(input="tiles", modalities=["HE"], endpoint="os", crop_size=10)
+    data = load_bags(cohort, tmp_path / "cases.csv", cfg)
+    assert [b.shape for b in data.bags] == [(2, 3, 10, 10), (3, 3, 10, 10)]
+    assert data.bags[1][2].max() == pytest.approx(80 / 255)
+    only = load_bags(cohort, tmp_path / "cases.csv", cfg, only_cohort="train")
+    assert only.ids == ["a"]
+    with pytest.raises(ValueError, match=r"patient_id\(s\) not in the cohort table: \['b'\]"):
+        load_bags(cohort.iloc[:1], tmp_path / "cases.csv", cfg)
+    cohort2 = pd.concat([cohort, cohort.iloc[:1].assign(patient_id="c")])
+    with pytest.raises(ValueError, match=r"patient 'c' of the cohort table has no \['HE'\]"):
+        load_bags(cohort2, tmp_path / "cases.csv", cfg)
+
+
+def _ddp_worker(rank, init_file, cfg_dict, out_dir):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
+                                         rank=rank, world_size=2)
+    cfg = TrainConfig.from_dict(cfg_dict)
+    data, _ = blob_data(16, seed=6, size=16, k=2)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    batch = np.arange(16)
+    loss = batch_loss(ddp, data, batch[rank::2], "cox", cfg, torch.device("cpu"))
+    loss.backward()
+    torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None},
+               f"{out_dir}/grad{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_average_gradients(tmp_path):
+    cfg = small_config(dropout=0.0)
+    torch.multiprocessing.spawn(_ddp_worker, args=(str(tmp_path / "init"), cfg.to_dict(),
+                                                   str(tmp_path)), nprocs=2)
+    data, _ = blob_data(16, seed=6, size=16, k=2)
+    grads = []
+    for rank in range(2):  # each process's shard, one process at a time
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        batch_loss(model, data, np.arange(16)[rank::2], "cox", cfg,
+                   torch.device("cpu")).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    g0 = torch.load(tmp_path / "grad0.pt")
+    g1 = torch.load(tmp_path / "grad1.pt")
+    assert set(g0) == set(grads[0])
+    for name in g0:
+        expected = (grads[0][name] + grads[1][name]) / 2
+        torch.testing.assert_close(g0[name], expected, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(g1[name], g0[name])
+
+
+def _blob_volumes(n: int, seed: int) -> tuple[BagData, np.ndarray]:
+    """3D patches (1 instance, 1 channel, 16^3) with a dark ball; radius sets the hazard."""
+    rng = np.random.default_rng(seed)
+    radius = rng.uniform(2.0, 6.0, n)
+    eta = 0.8 * (radius - 4.0)
+    t = 40.0 * rng.exponential(size=n) / np.exp(eta)
+    cens = rng.uniform(10.0, 90.0, n)
+    zz, yy, xx = np.mgrid[:16, :16, :16]
+    bags, masks = [], []
+    for r in radius:
+        ball = ((zz - 8) ** 2 + (yy - 8) ** 2 + (xx - 8) ** 2) <= r ** 2
+        img = rng.normal(0.0, 0.3, ball.shape) - 1.5 * ball
+        bags.append(img[None, None].astype(np.float32))
+        masks.append(ball[None, None].astype(np.float32))
+    data = BagData([f"v{i}" for i in range(n)], bags, np.minimum(t, cens).round(1),
+                   (t <= cens).astype(float), masks=masks)
+    return data, eta
+
+
+def test_unet_segmentation_then_cox_phases(tmp_path):
+    data, _ = _blob_volumes(40, seed=8)
+    cfg = TrainConfig(name="u", input="patch", backbone="unet3d", pooling="mean",
+                      backbone_args={"width": 4, "depth": 2}, patch_size=[16, 16, 16],
+                      seg_epochs=6, epochs=2, batch_size=5, lr=3e-2)
+    info = fit(cfg, data, tmp_path, device="cpu", progress=False)
+    phases = [h["phase"] for h in info["history"]]
+    assert phases == ["seg"] * 6 + ["cox"] * 2
+    dice = [h["loss"] for h in info["history"][:6]]
+    assert dice[-1] < 0.5 < dice[0]  # the U-Net learns to segment the ball
+    assert info["best_epoch"] in (7, 8)
+    with pytest.raises(ValueError, match="segmentation needs masks"):
+        fit(cfg, BagData(data.ids, data.bags, data.time, data.event), tmp_path / "x",
+            device="cpu", progress=False)
+
+
+def test_kyear_pretraining_precedes_cox_training(tmp_path):
+    data, _ = blob_data(60, seed=10, size=16, k=2)
+    info = fit(small_config(pretrain_epochs=2, epochs=2, batch_size=20, min_epochs=2), data,
+               tmp_path, device="cpu", progress=False)
+    assert [h["phase"] for h in info["history"]] == ["pretrain"] * 2 + ["cox"] * 2
+    assert info["best_epoch"] == 4  # neither pretraining nor Cox epochs before min_epochs lock
+    assert info["val_c_index"] == info["history"][3]["val_c_index"]
+    assert all(0.0 < h["loss"] < 1.0 for h in info["history"][:2])  # smoothed BCE range
