@@ -213,11 +213,12 @@ def dl_config(name: str, preset: str):
         return cfg
     return replace(cfg, epochs=min(cfg.epochs, QUICK_DL["epochs"]),
                    patience=min(cfg.patience, QUICK_DL["patience"]),
+                   min_epochs=min(cfg.min_epochs, QUICK_DL["patience"]),
                    pretrain_epochs=min(cfg.pretrain_epochs, 1),
                    seg_epochs=min(cfg.seg_epochs, 1))
 
 
-QUICK_DL = {"epochs": 12, "patience": 4}
+QUICK_DL = {"epochs": 10, "patience": 4}
 
 
 def stage_dl(run: StudyRun, data_dir: Path, table: pd.DataFrame, name: str) -> Path:
