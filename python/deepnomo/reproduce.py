@@ -103,11 +103,29 @@ def stage_synth(run: StudyRun) -> Path:
     """Generate the synthetic cohort (table, images, cases.csv, summary.json)."""
     from deepnomo.synth import generate
 
+    overrides = synth_overrides(run.study, run.preset)
     key = hash_config({"study": run.study, "preset": run.preset, "seed": run.seed,
-                       "code": _code_hash("synth")})
+                       "overrides": overrides, "code": _code_hash("synth")})
+    base = "quick" if run.preset == "tiny" else run.preset
     out = run.runner.run("synth", key, lambda tmp: generate(
-        run.study, run.preset, run.seed, tmp / "cohort", overwrite=True))
+        run.study, base, run.seed, tmp / "cohort", overwrite=True, **overrides))
     return out / "cohort"
+
+
+def synth_overrides(study: str, preset: str) -> dict[str, Any]:
+    """Simulator overrides of a preset: ``tiny`` (tests) is the quick design at
+    ``TINY_FRACTION`` of its size, with more events so the statistics still run."""
+    if preset != "tiny":
+        return {}
+    from deepnomo.synth import get_design
+
+    _, quick = get_design(study, "quick")
+    sizes = {c.label: {center: max(15, round(n * TINY_FRACTION))
+                       for center, n in c.centers.items()} for c in quick.cohorts}
+    return {"sizes": sizes, "event_rate": max(quick.event_rate, 0.45)}
+
+
+TINY_FRACTION = 0.4
 
 
 def _radiomics_cases(data_dir: Path, spec: dict[str, Any], table: pd.DataFrame,
@@ -165,8 +183,8 @@ def stage_radiomic_signature(run: StudyRun, rad_dir: Path, table: pd.DataFrame,
                              endpoint: str) -> Path:
     """R ``radiomic_signature()`` fitted on training, applied locked to every cohort."""
     spec = PIPELINES[run.study].radiomics
-    quick = run.preset != "paper"
-    settings = {"repeats": 10 if quick else 100, "k": 3, "nfolds": 5 if quick else 10,
+    paper = run.preset == "paper"
+    settings = {"repeats": 100 if paper else 10, "k": 3, "nfolds": 10 if paper else 5,
                 "seed": run.seed}
     key = hash_config({"features": hash_files([rad_dir]), "settings": settings,
                        "endpoint": endpoint, "table": hash_config(
@@ -211,14 +229,15 @@ def dl_config(name: str, preset: str):
     cfg = TrainConfig.from_yaml(DL_CONFIG_DIR / f"{name}.yaml")
     if preset == "paper":
         return cfg
-    return replace(cfg, epochs=min(cfg.epochs, QUICK_DL["epochs"]),
-                   patience=min(cfg.patience, QUICK_DL["patience"]),
-                   min_epochs=min(cfg.min_epochs, QUICK_DL["patience"]),
+    short = SHORT_DL[preset]
+    return replace(cfg, epochs=min(cfg.epochs, short["epochs"]),
+                   patience=min(cfg.patience, short["patience"]),
+                   min_epochs=min(cfg.min_epochs, short["patience"]),
                    pretrain_epochs=min(cfg.pretrain_epochs, 1),
                    seg_epochs=min(cfg.seg_epochs, 1))
 
 
-QUICK_DL = {"epochs": 10, "patience": 4}
+SHORT_DL = {"quick": {"epochs": 10, "patience": 4}, "tiny": {"epochs": 2, "patience": 1}}
 
 
 def stage_dl(run: StudyRun, data_dir: Path, table: pd.DataFrame, name: str) -> Path:

@@ -26,13 +26,13 @@ def register(app: typer.Typer) -> None:
     @app.command("reproduce")
     def reproduce(
         study: str = typer.Option("all", help=f"one of {', '.join(STUDIES)}, or 'all'"),
-        preset: str = typer.Option("quick", help="quick | paper"),
+        preset: str = typer.Option("quick", help="quick | paper (tiny: for tests)"),
         seed: int = typer.Option(1, help="seed of the synthetic cohorts and the models"),
         out: Path = typer.Option(Path("results"), help="output folder"),
     ) -> None:
         """Re-run study designs end to end: cohort, signatures, R statistics, report."""
-        if preset not in ("quick", "paper"):
-            raise typer.BadParameter(f"unknown preset '{preset}' (quick | paper)")
+        if preset not in ("quick", "paper", "tiny"):
+            raise typer.BadParameter(f"unknown preset {preset!r} (quick | paper | tiny)")
         studies = list(STUDIES) if study == "all" else [study]
         unknown = [s for s in studies if s not in STUDIES]
         if unknown:
