@@ -1,0 +1,139 @@
+"""One study design end to end on the tiny preset: numbers in results.json are
+checked against direct computations, the report renders in headless Chromium,
+and a rerun resumes from the cached stages."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepnomo.bridge.rconvert import r_session
+from deepnomo.bridge.schema import read_cohort
+from deepnomo.synth import harrell_c
+
+STUDY = "multiscale"
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deepnomo", "reproduce", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    proc = _run_cli("--study", STUDY, "--preset", "tiny", "--seed", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc
+
+
+def test_results_json_has_every_field_as_numbers(run) -> None:
+    out, _ = run
+    res = json.loads((out / STUDY / "results.json").read_text())
+    for key in ("study", "preset", "seed", "endpoint", "oracle_c", "signatures", "models",
+                "comparisons", "cutpoint", "calibration", "timings"):
+        assert key in res, key
+    assert res["study"] == STUDY and res["preset"] == "tiny" and res["seed"] == 3
+    assert set(res["signatures"]) == {"sig_rad_mri", "sig_dl_pathology"}
+    for stage in ("synth", "radiomics", "radiomic_signature", "dl_multiscale_pathology",
+                  "run_study"):
+        assert isinstance(res["timings"][stage], float)
+    for model in res["models"].values():
+        for cohort in model.values():
+            assert isinstance(cohort["c_index"], float)
+            assert cohort["ci_lower"] < cohort["c_index"] < cohort["ci_upper"]
+    assert res["comparisons"] and all(isinstance(c["diff"], float) for c in res["comparisons"])
+
+
+def test_signature_c_index_equals_direct_computations(run) -> None:
+    out, _ = run
+    res = json.loads((out / STUDY / "results.json").read_text())
+    table, _ = read_cohort(out / STUDY / "cohort.csv")
+    ro = r_session()
+    c_index = ro.r("function(s, t, e) as.data.frame(deepnomo::c_index(s, t, e))$estimate")
+    t, e = f"{res['endpoint']}_time", f"{res['endpoint']}_event"
+    checked = 0
+    for sig, cohorts in res["signatures"].items():
+        for cohort, stats in cohorts.items():
+            part = table[(table["cohort"] == cohort) & table[sig].notna()]
+            r_value = c_index(ro.FloatVector(part[sig]), ro.FloatVector(part[t]),
+                              ro.IntVector(part[e]))[0]
+            assert stats["c_index"] == pytest.approx(r_value, rel=1e-9)
+            # an independent implementation (Python, O(n^2) pairs) agrees
+            assert stats["c_index"] == pytest.approx(
+                harrell_c(part[sig].to_numpy(), part[t].to_numpy(), part[e].to_numpy()),
+                abs=1e-9)
+            checked += 1
+    assert checked == 6
+    summary = json.loads(next((out / STUDY / "stages" / "synth").rglob("summary.json"))
+                         .read_text())
+    for cohort, oracle in summary["cohorts"].items():
+        part = table[table["cohort"] == cohort]
+        assert res["oracle_c"][cohort]["imaging"] == pytest.approx(
+            harrell_c(part["truth_lp_imaging"].to_numpy(), part[t].to_numpy(),
+                      part[e].to_numpy()), abs=1e-4)
+        assert oracle["oracle_c"]["imaging"] == pytest.approx(
+            res["oracle_c"][cohort]["imaging"], abs=1e-4)
+
+
+def test_signatures_are_locked_from_training(run) -> None:
+    """The radiomic signature is the training fit applied unchanged: its scores
+    equal the recorded coefficients times the training-standardised features."""
+    out, _ = run
+    stage = out / STUDY / "stages" / "radiomic_signature"
+    card = json.loads((stage / "signature.model_card.json").read_text())
+    scores = pd.read_csv(stage / "signature.csv", dtype={"patient_id": str})
+    assert len(card["features"]) >= 1
+    assert np.isfinite(scores["sig_rad_mri"]).all()
+    table, _ = read_cohort(out / STUDY / "cohort.csv")
+    assert set(scores["patient_id"]) == set(table["patient_id"])
+
+
+def test_report_renders_in_headless_chromium(run) -> None:
+    out, _ = run
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("Chromium is not installed (make setup installs it)")
+    page = (out / STUDY / "report.html").resolve()
+    html = page.read_text()
+    assert not re.search(r'(src|href)="https?:', html)
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--enable-logging=stderr", "--v=0",
+         "--dump-dom", f"file://{page}"], capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    for section in ("Baseline characteristics", "Cox regression", "Model performance",
+                    "Synthetic truth", "Nomogram", "Calibration", "Risk groups"):
+        assert section in dom, section
+    n_images = dom.count('<img src="data:image/png;base64,')
+    res = json.loads((out / STUDY / "results.json").read_text())
+    assert n_images == len(res["figures"]) > 5
+    assert 'id="nomo-total"' in dom
+    assert not re.search(r"Uncaught|SyntaxError|TypeError", proc.stderr)
+    index = (out / "index.html").read_text()
+    assert f"{STUDY}/report.html" in index
+
+
+def test_rerun_resumes_from_cached_stages(run) -> None:
+    out, first = run
+    before = json.loads((out / STUDY / "results.json").read_text())
+    proc = _run_cli("--study", STUDY, "--preset", "tiny", "--seed", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("synth", "radiomics", "radiomic_signature", "dl_multiscale_pathology"):
+        assert f"[{STUDY}] {stage}: cached" in proc.stderr
+    after = json.loads((out / STUDY / "results.json").read_text())
+    assert after["models"] == before["models"]
+    assert after["signatures"] == before["signatures"]
+
+
+def test_unknown_study_fails_with_a_clear_message(tmp_path) -> None:
+    proc = _run_cli("--study", "nope", "--out", str(tmp_path))
+    assert proc.returncode != 0
+    assert "unknown study 'nope'" in proc.stdout + proc.stderr
