@@ -184,12 +184,7 @@ print.deepnomo_treatment_effect <- function(x, digits = 3, ...) {
   cat(sprintf("Predicted %s-month survival benefit of %s over %s: median %.3f (range %.3f to %.3f)\n",
               format_time(x$time), x$arms[2], x$arms[1], stats::median(x$patients$benefit, na.rm = TRUE),
               min(x$patients$benefit, na.rm = TRUE), max(x$patients$benefit, na.rm = TRUE)))
-  if (!is.null(x$groups)) {
-    tab <- x$groups
-    num <- vapply(tab, is.numeric, TRUE)
-    tab[num] <- lapply(tab[num], signif, digits = digits)
-    print(tab, row.names = FALSE)
-  }
+  if (!is.null(x$groups)) print_signif(x$groups, digits)
   invisible(x)
 }
 
