@@ -30,12 +30,13 @@ theme_deepnomo <- function(base_size = 9, base_family = "") {
 #'
 #' Writes `<stem>.png` (at `dpi`) and `<stem>.pdf` for a ggplot object, a
 #' [survminer::ggsurvplot()] object (curves and risk table, printed into each
-#' device) or a function that draws with base graphics (called with no
+#' device) or an arrangement of them ([survminer::arrange_ggsurvplots()]
+#' with `print = FALSE`; its first page), or a function that draws with base graphics (called with no
 #' arguments inside each device). Each file is written to a temporary name in the same folder
 #' and renamed, so a crash never leaves a half-written figure.
 #'
-#' @param plot A ggplot or `ggsurvplot` object, or a function with no
-#'   arguments that draws.
+#' @param plot A ggplot, `ggsurvplot` or `arrangelist` object, or a function
+#'   with no arguments that draws.
 #' @param file Output path; an extension `.png` or `.pdf` is dropped and both
 #'   files are written. Missing folders are created.
 #' @param width,height Size in inches (default: one journal column, 3.5 x 3).
@@ -47,8 +48,9 @@ theme_deepnomo <- function(base_size = 9, base_family = "") {
 #' save_figure(p, file.path(tempdir(), "line"))
 #' @export
 save_figure <- function(plot, file, width = 3.5, height = 3, dpi = 300) {
-  if (!inherits(plot, c("ggplot", "ggsurvplot")) && !is.function(plot)) {
-    stop("save_figure(): `plot` must be a ggplot or ggsurvplot object or a drawing function, not ",
+  if (!inherits(plot, c("ggplot", "ggsurvplot", "arrangelist")) && !is.function(plot)) {
+    stop("save_figure(): `plot` must be a ggplot, ggsurvplot or arrangelist object or a ",
+         "drawing function, not ",
          class(plot)[1], call. = FALSE)
   }
   if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
@@ -76,6 +78,8 @@ save_figure <- function(plot, file, width = 3.5, height = 3, dpi = 300) {
         print(plot)
       } else if (inherits(plot, "ggsurvplot")) {
         print(plot, newpage = FALSE)
+      } else if (inherits(plot, "arrangelist")) {
+        grid::grid.draw(plot[[1]])
       } else {
         plot()
       }

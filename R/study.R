@@ -276,10 +276,11 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
       pe <- stats::predict(td, data[data$cohort == co, , drop = FALSE])
       st$table(paste0("treatment_groups_", co), pe$groups)
       st$table(paste0("treatment_patients_", co), as.data.frame(pe))
-      st$figure(paste0("treatment_km_", co), plot(pe, type = "km", threshold = tdd$thresholds[1]) +
-                  ggplot2::labs(subtitle = co), width = 8, height = 4)
-      st$figure(paste0("treatment_benefit_", co), plot(pe, type = "benefit") +
-                  ggplot2::labs(subtitle = co), width = 5, height = 3.5)
+      st$figure(paste0("treatment_km_", co),
+                plot(pe, type = "km", threshold = tdd$thresholds[1], subtitle = co), width = 8,
+                height = 5)
+      st$figure(paste0("treatment_benefit_", co), plot(pe, type = "benefit", subtitle = co), width = 5,
+                height = 3.5)
       res$treatment_decision$cohorts[[co]] <- pe$groups
     }
   })
@@ -355,7 +356,7 @@ study_state <- function(design, out_dir) {
     st$tables[[name]] <- file.path("tables", paste0(name, ".csv"))
   }
   st$figure <- function(name, fig, width, height) {
-    if (!inherits(fig, c("ggplot", "ggsurvplot"))) {
+    if (!inherits(fig, c("ggplot", "ggsurvplot", "arrangelist"))) {
       obj <- fig
       fig <- function() plot(obj)
     }
