@@ -97,15 +97,6 @@ c_index <- function(score, time, event, convention = c("harrell", "survcomp"),
   fit
 }
 
-# A constant score orders nobody: refuse it with a message naming the argument.
-check_score_varies <- function(score, arg, call_name) {
-  if (length(score) < 2L || all(score == score[1L])) {
-    stop(sprintf("%s(): `%s` is constant: every pair is tied and the C-index carries no information",
-                 call_name, arg), call. = FALSE)
-  }
-  invisible(TRUE)
-}
-
 #' Fit a C-index on checked input
 #'
 #' @param score,time,event Clean inputs (see [check_surv_input()]).

@@ -66,3 +66,12 @@ check_surv_input <- function(time, event, ..., na_action = c("omit", "fail"), mi
   c(list(time = as.numeric(time), event = as.integer(event)), extra,
     list(n_dropped = sum(miss), keep = keep))
 }
+
+# A constant score ranks no patient above another: refuse it, naming the argument.
+check_score_varies <- function(score, arg, call_name) {
+  if (length(score) < 2L || all(score == score[1L])) {
+    stop(sprintf("%s(): `%s` is constant: it ranks no patient above another", call_name, arg),
+         call. = FALSE)
+  }
+  invisible(TRUE)
+}

@@ -36,7 +36,8 @@
 #'   for each `t` in `times`, `median`), `logrank` (`chisq`, `df`, `p_value`),
 #'   `hr` (`group`, `hr`, `lower`, `upper`, `p_value`, against `reference`),
 #'   `curves` (tidy Kaplan-Meier curves: `group`, `time`, `surv`, `lower`,
-#'   `upper`, `n_risk`, `n_event`, `n_censor`) and `notes`.
+#'   `upper`, `n_risk`, `n_event`, `n_censor`), `notes` and `data` (the
+#'   complete rows used: `group`, `time`, `event`).
 #'   `as.data.frame()` gives the group table joined with the hazard ratios
 #'   (`hr`, `hr_lower`, `hr_upper`, `hr_p_value`; `NA` for the reference) and
 #'   the log-rank `logrank_chisq`, `logrank_df`, `logrank_p`.
@@ -111,7 +112,7 @@ compare_groups <- function(group, time, event, times = c(36, 60), na_action = c(
                      upper = unname(ci[, "upper .95"]), p_value = unname(cf[, "Pr(>|z|)"]))
   }
   structure(list(groups = groups, logrank = lr, hr = hr, reference = levs[1], curves = curves,
-                 times = times, notes = notes),
+                 times = times, notes = notes, data = data.frame(group = g, time = time, event = event)),
             class = "compare_groups")
 }
 
@@ -210,47 +211,29 @@ print.compare_groups <- function(x, ...) {
 }
 
 #' @rdname compare_groups
-#' @importFrom ggplot2 .data
-#' @param breaks Times at which the number at risk is shown (default: 6 even
-#'   steps over follow-up).
+#' @param break_by Spacing of the time axis and of the number-at-risk table
+#'   (default: the step of [pretty()] over the follow-up, about 6 steps).
+#' @param title,xlab,ylab,legend_title Plot labels.
+#' @details `plot()` draws the Kaplan-Meier curves with 95% bands, censoring
+#'   marks, the log-rank p of the object and the numbers at risk below, with
+#'   [survminer::ggsurvplot()] in [theme_deepnomo()]. It returns the
+#'   `ggsurvplot` object (a list with the ggplot objects `plot` and `table`);
+#'   printing it draws both, and [save_figure()] writes it to PNG and PDF.
 #' @export
-plot.compare_groups <- function(x, breaks = NULL, ...) {
-  cv <- x$curves
-  levs <- x$groups$group
-  if (is.null(breaks)) breaks <- pretty(c(0, max(cv$time)), n = 6)
-  start <- data.frame(group = levs, time = 0, surv = 1, lower = 1, upper = 1)
-  steps <- rbind(start, cv[, names(start)])
-  steps$group <- factor(steps$group, levels = levs)
-  steps$panel <- factor("Survival probability", levels = c("Survival probability", "Number at risk"))
-  risk <- do.call(rbind, lapply(levs, function(l) {
-    c1 <- cv[cv$group == l, ]
-    # at risk at b: patients with time >= b
-    at <- vapply(breaks, function(b) sum(c1$n_event[c1$time >= b] + c1$n_censor[c1$time >= b]), numeric(1))
-    data.frame(group = l, time = breaks, n = at)
-  }))
-  risk$group <- factor(risk$group, levels = levs)
-  # rows of the at-risk table, first group on top, in a band shorter than the curves
-  risk$y <- 0.6 * (length(levs) - as.numeric(risk$group) + 1) / (length(levs) + 1)
-  risk$panel <- factor("Number at risk", levels = levels(steps$panel))
-  cens <- cv[cv$n_censor > 0, ]
-  cens$group <- factor(cens$group, levels = levs)
-  cens$panel <- steps$panel[1]
-  ggplot2::ggplot() +
-    ggplot2::geom_step(data = steps, ggplot2::aes(x = .data$time, y = .data$surv, colour = .data$group)) +
-    ggplot2::geom_step(data = steps, ggplot2::aes(x = .data$time, y = .data$lower, colour = .data$group),
-                       linetype = 3, na.rm = TRUE) +
-    ggplot2::geom_step(data = steps, ggplot2::aes(x = .data$time, y = .data$upper, colour = .data$group),
-                       linetype = 3, na.rm = TRUE) +
-    ggplot2::geom_point(data = cens, ggplot2::aes(x = .data$time, y = .data$surv, colour = .data$group),
-                        shape = 3) +
-    ggplot2::geom_text(data = risk, ggplot2::aes(x = .data$time, y = .data$y, label = .data$n,
-                                                 colour = .data$group), show.legend = FALSE) +
-    ggplot2::facet_grid(panel ~ ., scales = "free_y", space = "free_y") +
-    ggplot2::scale_y_continuous(breaks = function(lim) if (lim[2] > 0.9) seq(0, 1, 0.25) else NULL,
-                                expand = ggplot2::expansion(add = 0.06)) +
-    ggplot2::scale_x_continuous(breaks = breaks) +
-    ggplot2::labs(x = "Time", y = NULL, colour = "Group",
-                  caption = sprintf("Log-rank p = %.3g", x$logrank$p_value)) +
-    ggplot2::theme_bw() +
-    ggplot2::theme(legend.position = "top")
+plot.compare_groups <- function(x, break_by = NULL, title = NULL, xlab = "Time",
+                                ylab = "Survival probability", legend_title = "Group", ...) {
+  d <- x$data
+  if (is.null(break_by)) break_by <- diff(pretty(c(0, max(d$time)), n = 6))[1]
+  if (!is.numeric(break_by) || length(break_by) != 1L || !is.finite(break_by) || break_by <= 0) {
+    stop("plot.compare_groups(): `break_by` must be one positive number", call. = FALSE)
+  }
+  fit <- survival::survfit(survival::Surv(time, event) ~ group, data = d)
+  survminer::ggsurvplot(fit, data = d, conf.int = TRUE, conf.int.alpha = 0.15, censor.shape = 3,
+                        censor.size = 2.5,
+                        pval = sprintf("Log-rank p = %.3g", x$logrank$p_value), pval.size = 3,
+                        legend.labs = levels(d$group), legend.title = legend_title,
+                        title = title, xlab = xlab, ylab = ylab, break.time.by = break_by,
+                        risk.table = TRUE, risk.table.height = 0.28, risk.table.title = "Number at risk",
+                        risk.table.fontsize = 3, risk.table.y.text = FALSE,
+                        ggtheme = theme_deepnomo(), tables.theme = theme_deepnomo())
 }

@@ -138,10 +138,7 @@ as.data.frame.deepnomo_model_comparison <- function(x, ...) x$table
 print.deepnomo_model_comparison <- function(x, digits = 3, ...) {
   cat(sprintf("Model comparison, endpoint %s, reference model %s (Harrell's C; Kang and log-C tests)\n",
               x$endpoint, x$reference))
-  tab <- x$table
-  num <- vapply(tab, is.numeric, TRUE)
-  tab[num] <- lapply(tab[num], signif, digits = digits)
-  print(tab, row.names = FALSE)
+  print_signif(x$table, digits)
   invisible(x)
 }
 

@@ -100,25 +100,14 @@ compare_td_auc <- function(score1, score2, time, event, times, na_action = c("om
 #'   unadjusted) and `p_adjusted` (simultaneous over the times). Attribute
 #'   `reason` gives, per time, why the test is `NA` (otherwise `NA`).
 #' @export
-as.data.frame.compare_td_auc <- function(x, row.names = NULL, optional = FALSE, ...) {
-  out <- x$table
-  attr(out, "reason") <- x$reason
-  out
-}
+as.data.frame.compare_td_auc <- function(x, row.names = NULL, optional = FALSE, ...) roc_table(x)
 
 #' @export
 print.compare_td_auc <- function(x, digits = 4, ...) {
-  cat("Comparison of two time-dependent AUCs (paired, marginal Kaplan-Meier IPCW)\n")
-  cat(roc_sample_line(x), "\n\n", sep = "")
-  tab <- x$table
-  num <- c("auc1", "auc2", "diff", "se", "z")
-  tab[num] <- lapply(tab[num], round, digits = digits)
-  tab$p_value <- format.pval(tab$p_value, digits = digits)
-  tab$p_adjusted <- format.pval(tab$p_adjusted, digits = digits)
-  print(tab, row.names = FALSE)
-  cat("p_adjusted: simultaneous over the times (max |z|)\n")
-  print_roc_reasons(x$reason, x$table$time)
-  invisible(x)
+  print_roc_table(x, "Comparison of two time-dependent AUCs (paired, marginal Kaplan-Meier IPCW)",
+                  rounded = c("auc1", "auc2", "diff", "se", "z"), digits = digits,
+                  pvals = c("p_value", "p_adjusted"),
+                  footer = "p_adjusted: simultaneous over the times (max |z|)")
 }
 
 # Simultaneous two-sided p-values: 1 - P(max |Z| <= |z_l|), Z ~ N(0, corr).

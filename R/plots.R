@@ -28,12 +28,15 @@ theme_deepnomo <- function(base_size = 9, base_family = "") {
 
 #' Save a figure as PNG and PDF
 #'
-#' Writes `<stem>.png` (at `dpi`) and `<stem>.pdf` for a ggplot object or for a
-#' function that draws with base graphics (called with no arguments inside
-#' each device). Each file is written to a temporary name in the same folder
+#' Writes `<stem>.png` (at `dpi`) and `<stem>.pdf` for a ggplot object, a
+#' [survminer::ggsurvplot()] object (curves and risk table, printed into each
+#' device) or an arrangement of them ([survminer::arrange_ggsurvplots()]
+#' with `print = FALSE`; its first page), or a function that draws with base graphics (called with no
+#' arguments inside each device). Each file is written to a temporary name in the same folder
 #' and renamed, so a crash never leaves a half-written figure.
 #'
-#' @param plot A ggplot object, or a function with no arguments that draws.
+#' @param plot A ggplot, `ggsurvplot` or `arrangelist` object, or a function
+#'   with no arguments that draws.
 #' @param file Output path; an extension `.png` or `.pdf` is dropped and both
 #'   files are written. Missing folders are created.
 #' @param width,height Size in inches (default: one journal column, 3.5 x 3).
@@ -45,8 +48,9 @@ theme_deepnomo <- function(base_size = 9, base_family = "") {
 #' save_figure(p, file.path(tempdir(), "line"))
 #' @export
 save_figure <- function(plot, file, width = 3.5, height = 3, dpi = 300) {
-  if (!inherits(plot, "ggplot") && !is.function(plot)) {
-    stop("save_figure(): `plot` must be a ggplot object or a drawing function, not ",
+  if (!inherits(plot, c("ggplot", "ggsurvplot", "arrangelist")) && !is.function(plot)) {
+    stop("save_figure(): `plot` must be a ggplot, ggsurvplot or arrangelist object or a ",
+         "drawing function, not ",
          class(plot)[1], call. = FALSE)
   }
   if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
@@ -70,7 +74,15 @@ save_figure <- function(plot, file, width = 3.5, height = 3, dpi = 300) {
     }
     ok <- FALSE
     tryCatch({
-      if (inherits(plot, "ggplot")) print(plot) else plot()
+      if (inherits(plot, "ggplot")) {
+        print(plot)
+      } else if (inherits(plot, "ggsurvplot")) {
+        print(plot, newpage = FALSE)
+      } else if (inherits(plot, "arrangelist")) {
+        grid::grid.draw(plot[[1]])
+      } else {
+        plot()
+      }
       ok <- TRUE
     }, finally = {
       grDevices::dev.off()

@@ -27,8 +27,10 @@
 #'    one feature, the one whose held-out C is closest to the mean held-out C
 #'    is kept as the signature (ties: the first).
 #'
-#' Steps 1-4 and the selection rule of step 5 are written here; the ICC,
-#' Cox and LASSO fits are the cited packages'. The signature of a patient is
+#' Steps 1-4 and the selection rule of step 5 are written here: the ICC from
+#' the two-way ANOVA mean squares of all features at once (equal to
+#' `psych::ICC()`), the one-feature Cox fits with the fitter of
+#' [survival::coxph()]; the LASSO fits are [glmnet::cv.glmnet()]'s. The signature of a patient is
 #' \eqn{\sum_j \beta_j (x_j - \bar x_j) / s_j} with the locked training
 #' \eqn{\bar x_j, s_j} (higher = higher risk).
 #'
@@ -45,6 +47,9 @@
 #' @param repeats,k Outer repeated k-fold scheme (`repeats` x `k`-fold).
 #' @param seed Seed of all random splits (the caller's random state is restored).
 #' @param lambda `"lambda.min"` or `"lambda.1se"`.
+#' @param cores Processes for the `repeats * k` LASSO fits (forked with
+#'   [parallel::mclapply()]; use 1 on Windows). All fold ids are drawn from the
+#'   seeded stream before the fits, so the result does not depend on `cores`.
 #' @param ... Passed to [glmnet::cv.glmnet()].
 #' @return An object of class `radiomic_signature`: `coefficients` (named, on
 #'   the z-scale), `center`, `scale` (training means / SDs of those features),
@@ -60,12 +65,12 @@
 radiomic_signature <- function(features, data, endpoint, id = "patient_id", reader2 = NULL,
                                icc_threshold = 0.75, p_threshold = 0.05, cor_threshold = 0.85,
                                nfolds = 10, repeats = 100, k = 3, seed = 1,
-                               lambda = c("lambda.min", "lambda.1se"), ...) {
+                               lambda = c("lambda.min", "lambda.1se"), cores = 1L, ...) {
   cn <- "radiomic_signature"
   lambda <- match.arg(lambda)
   ep <- endpoint_columns(data, endpoint, cn)
   x <- feature_matrix(features, id, cn, "features")
-  for (arg in c("nfolds", "repeats", "k")) {
+  for (arg in c("nfolds", "repeats", "k", "cores")) {
     v <- get(arg)
     if (!is.numeric(v) || length(v) != 1L || v < 1 || v != round(v)) {
       stop(sprintf("radiomic_signature(): `%s` must be one positive whole number", arg),
@@ -117,10 +122,7 @@ radiomic_signature <- function(features, data, endpoint, id = "patient_id", read
       stop(sprintf("radiomic_signature(): only %d patient(s) measured by both readers (need 5)",
                    length(both)), call. = FALSE)
     }
-    icc <- vapply(colnames(x), function(f) {
-      r <- psych::ICC(cbind(x[both, f], x2[both, f]), lmer = FALSE)$results
-      r$ICC[r$type == "ICC2"]
-    }, numeric(1))
+    icc <- icc_agreement(x[both, , drop = FALSE], x2[both, colnames(x), drop = FALSE])
     x <- x[, !is.na(icc) & icc > icc_threshold, drop = FALSE]
   }
   stages$icc <- colnames(x)
@@ -135,11 +137,7 @@ radiomic_signature <- function(features, data, endpoint, id = "patient_id", read
   if (!ncol(z)) stop("radiomic_signature(): no feature passed the ICC filter", call. = FALSE)
 
   y <- survival::Surv(y_time, y_event)
-  uni <- do.call(rbind, lapply(colnames(z), function(f) {
-    fit <- survival::coxph(y ~ z[, f])
-    s <- summary(fit)$coefficients
-    data.frame(feature = f, hr = s[1, "exp(coef)"], p_value = s[1, "Pr(>|z|)"])
-  }))
+  uni <- univariate_cox_wald(z, y)
   kept <- uni$feature[uni$p_value < p_threshold]
   stages$univariate <- kept
   if (!length(kept)) {
@@ -158,7 +156,7 @@ radiomic_signature <- function(features, data, endpoint, id = "patient_id", read
   }
 
   cv <- with_seed(seed, lasso_repeated_cv(z[, kept, drop = FALSE], y, nfolds, repeats, k, lambda,
-                                          ...))
+                                          cores, ...))
   ok <- cv$table$n_features > 0
   if (!any(ok)) stop("radiomic_signature(): LASSO kept no feature in any CV model", call. = FALSE)
   target <- mean(cv$table$c_index[ok])
@@ -173,6 +171,48 @@ radiomic_signature <- function(features, data, endpoint, id = "patient_id", read
                  stages = stages, icc = icc, univariate = uni, cv = cv$table,
                  mean_cv_c_index = target, id = id, endpoint = endpoint),
             class = "radiomic_signature")
+}
+
+#' ICC(2,1) of two readers for every feature at once
+#'
+#' Two-way ANOVA of the n x 2 table of one feature (subjects x readers):
+#' with \eqn{d_i} the difference between the readers and \eqn{m_i} their
+#' mean, \eqn{MS_R = 2 \sum (m_i - \bar m)^2 / (n - 1)},
+#' \eqn{MS_C = n \bar d^2 / 2}, \eqn{MS_E = \sum (d_i - \bar d)^2 / (2 (n - 1))}
+#' and \eqn{ICC(2,1) = (MS_R - MS_E) / (MS_R + MS_E + 2 (MS_C - MS_E) / n)}
+#' (Shrout & Fleiss 1979), the `ICC2` row of `psych::ICC()`.
+#' @param a,b Matrices (patients x features) of the two readers, same layout.
+#' @return Named ICC per column (`NaN` for a feature constant in both).
+#' @noRd
+icc_agreement <- function(a, b) {
+  n <- nrow(a)
+  m <- (a + b) / 2
+  d <- a - b
+  ms_r <- 2 * colSums(sweep(m, 2, colMeans(m))^2) / (n - 1)
+  d_bar <- colMeans(d)
+  ms_c <- n * d_bar^2 / 2
+  ms_e <- colSums(sweep(d, 2, d_bar)^2) / (2 * (n - 1))
+  stats::setNames((ms_r - ms_e) / (ms_r + ms_e + 2 * (ms_c - ms_e) / n), colnames(a))
+}
+
+#' One-feature Cox models (Efron ties) for every column of z
+#'
+#' Calls the fitter of `survival::coxph()` directly, one column at a time,
+#' skipping the formula machinery; the Wald p is that of `summary.coxph()`.
+#' @return Data frame `feature`, `hr`, `p_value`.
+#' @noRd
+univariate_cox_wald <- function(z, y) {
+  ctrl <- survival::coxph.control()
+  est <- vapply(seq_len(ncol(z)), function(j) {
+    fit <- survival::coxph.fit(z[, j, drop = FALSE], y, strata = NULL, offset = NULL,
+                               init = NULL, control = ctrl, weights = NULL, method = "efron",
+                               rownames = NULL, resid = FALSE, nocenter = c(-1, 0, 1))
+    c(fit$coefficients, sqrt(fit$var[1, 1]))
+  }, numeric(2))
+  beta <- est[1, ]
+  se <- est[2, ]
+  data.frame(feature = colnames(z), hr = exp(beta),
+             p_value = stats::pchisq((beta / se)^2, 1, lower.tail = FALSE))
 }
 
 #' Numeric feature matrix with patient ids as row names, checked
@@ -221,11 +261,14 @@ with_seed <- function(seed, expr) {
 }
 
 #' repeats x k-fold LASSO Cox, held-out Harrell's C of each model
+#'
+#' All outer and inner fold ids are drawn first, in one sequence from the
+#' seeded stream, so the fits (the expensive part) can run on `cores`
+#' processes with results identical to a serial run.
 #' @noRd
-lasso_repeated_cv <- function(z, y, nfolds, repeats, k, lambda, ...) {
+lasso_repeated_cv <- function(z, y, nfolds, repeats, k, lambda, cores, ...) {
   n <- nrow(z)
-  rows <- list()
-  coefs <- list()
+  splits <- list()
   for (r in seq_len(repeats)) {
     # folds stratified by event status
     fold <- integer(n)
@@ -235,22 +278,36 @@ lasso_repeated_cv <- function(z, y, nfolds, repeats, k, lambda, ...) {
     }
     for (f in seq_len(k)) {
       tr <- fold != f
-      inner <- sample(rep_len(seq_len(nfolds), sum(tr)))
-      cvfit <- glmnet::cv.glmnet(z[tr, , drop = FALSE], y[tr], family = "cox", foldid = inner,
-                                 ...)
-      b <- as.matrix(stats::coef(cvfit, s = lambda))[, 1]
-      lp <- drop(z[!tr, , drop = FALSE] %*% b)
-      c_idx <- if (any(b != 0)) {
-        survival::concordance(y[!tr] ~ lp, reverse = TRUE)$concordance
-      } else {
-        0.5
-      }
-      rows[[length(rows) + 1L]] <- data.frame(`repeat` = r, fold = f, n_features = sum(b != 0),
-                                              c_index = c_idx, check.names = FALSE)
-      coefs[[length(coefs) + 1L]] <- b
+      splits[[length(splits) + 1L]] <- list(r = r, f = f, train = tr,
+                                            inner = sample(rep_len(seq_len(nfolds), sum(tr))))
     }
   }
-  list(table = do.call(rbind, rows), coefs = coefs)
+  fit_split <- function(sp) {
+    tr <- sp$train
+    cvfit <- glmnet::cv.glmnet(z[tr, , drop = FALSE], y[tr], family = "cox", foldid = sp$inner,
+                               ...)
+    b <- as.matrix(stats::coef(cvfit, s = lambda))[, 1]
+    lp <- drop(z[!tr, , drop = FALSE] %*% b)
+    c_idx <- if (any(b != 0)) {
+      survival::concordance(y[!tr] ~ lp, reverse = TRUE)$concordance
+    } else {
+      0.5
+    }
+    list(row = data.frame(`repeat` = sp$r, fold = sp$f, n_features = sum(b != 0),
+                          c_index = c_idx, check.names = FALSE),
+         coef = b)
+  }
+  res <- if (cores > 1L) {
+    parallel::mclapply(splits, fit_split, mc.cores = cores, mc.preschedule = TRUE)
+  } else {
+    lapply(splits, fit_split)
+  }
+  failed <- Filter(function(x) inherits(x, "try-error"), res)
+  if (length(failed)) {
+    stop("radiomic_signature(): a LASSO fit failed: ",
+         conditionMessage(attr(failed[[1]], "condition")), call. = FALSE)
+  }
+  list(table = do.call(rbind, lapply(res, `[[`, "row")), coefs = lapply(res, `[[`, "coef"))
 }
 
 #' Score patients with a locked radiomic signature

@@ -237,7 +237,12 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
         hi <- tab[tab$group == "high", , drop = FALSE]
         per[[co]] <- list(hr = hi$hr, hr_lower = hi$hr_lower, hr_upper = hi$hr_upper,
                           logrank_p = hi$logrank_p)
-        if (run("km")) st$figure(sprintf("km_%s_%s", e, co), km_plot(d, e, co), width = 5.5, height = 5.5)
+        if (run("km")) {
+          st$figure(sprintf("km_%s_%s", e, co),
+                    plot(cg, break_by = 12, title = sprintf("%s, %s", toupper(e), co), xlab = "Months",
+                         ylab = sprintf("%s probability", toupper(e)), legend_title = "Risk group"),
+                    width = 5.5, height = 5.5)
+        }
       }
       if (e == ep) res$cutpoint$cohorts <- per else res$cutpoint$secondary[[e]] <- per
     }
@@ -271,10 +276,11 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
       pe <- stats::predict(td, data[data$cohort == co, , drop = FALSE])
       st$table(paste0("treatment_groups_", co), pe$groups)
       st$table(paste0("treatment_patients_", co), as.data.frame(pe))
-      st$figure(paste0("treatment_km_", co), plot(pe, type = "km", threshold = tdd$thresholds[1]) +
-                  ggplot2::labs(subtitle = co), width = 8, height = 4)
-      st$figure(paste0("treatment_benefit_", co), plot(pe, type = "benefit") +
-                  ggplot2::labs(subtitle = co), width = 5, height = 3.5)
+      st$figure(paste0("treatment_km_", co),
+                plot(pe, type = "km", threshold = tdd$thresholds[1], subtitle = co), width = 8,
+                height = 5)
+      st$figure(paste0("treatment_benefit_", co), plot(pe, type = "benefit", subtitle = co), width = 5,
+                height = 3.5)
       res$treatment_decision$cohorts[[co]] <- pe$groups
     }
   })
@@ -349,18 +355,12 @@ study_state <- function(design, out_dir) {
     file.rename(tmp, file)
     st$tables[[name]] <- file.path("tables", paste0(name, ".csv"))
   }
-  st$figure <- function(name, plot, width, height) {
-    for (ext in c("png", "pdf")) {
-      file <- file.path(out_dir, "figures", paste0(name, ".", ext))
-      if (inherits(plot, "ggplot")) {
-        save_figure(plot, file, width = width, height = height)
-      } else {
-        if (ext == "png") grDevices::png(file, width = width, height = height, units = "in", res = 150)
-        else grDevices::pdf(file, width = width, height = height)
-        tryCatch(if (inherits(plot, "ggsurvplot")) print(plot, newpage = FALSE) else plot(plot),
-                 finally = grDevices::dev.off())
-      }
+  st$figure <- function(name, fig, width, height) {
+    if (!inherits(fig, c("ggplot", "ggsurvplot", "arrangelist"))) {
+      obj <- fig
+      fig <- function() plot(obj)
     }
+    save_figure(fig, file.path(out_dir, "figures", name), width = width, height = height)
     st$figures[[name]] <- file.path("figures", paste0(name, ".png"))
   }
   st
@@ -546,18 +546,6 @@ comparisons_json <- function(cmp, times) {
     }
   }
   out
-}
-
-km_plot <- function(d, endpoint, cohort) {
-  d$time <- d[[paste0(endpoint, "_time")]]
-  d$event <- d[[paste0(endpoint, "_event")]]
-  fit <- survival::survfit(survival::Surv(time, event) ~ risk_group, data = d)
-  survminer::ggsurvplot(fit, data = d, risk.table = TRUE, pval = TRUE, conf.int = FALSE,
-                        legend.labs = sub("^risk_group=", "", names(fit$strata)),
-                        legend.title = "Risk group", xlab = "Months",
-                        ylab = sprintf("%s probability", toupper(endpoint)),
-                        title = sprintf("%s, %s", toupper(endpoint), cohort),
-                        break.time.by = 12, ggtheme = theme_deepnomo(), risk.table.height = 0.28)
 }
 
 write_json_atomic <- function(x, file) {

@@ -83,10 +83,7 @@ as.data.frame.deepnomo_subgroups <- function(x, ...) x$table
 #' @export
 print.deepnomo_subgroups <- function(x, digits = 3, ...) {
   cat(sprintf("Subgroup analysis of %s (%s) for endpoint %s\n", x$group, x$contrast, x$endpoint))
-  tab <- x$table
-  num <- vapply(tab, is.numeric, TRUE)
-  tab[num] <- lapply(tab[num], signif, digits = digits)
-  print(tab, row.names = FALSE)
+  print_signif(x$table, digits)
   invisible(x)
 }
 
@@ -99,6 +96,13 @@ plot.deepnomo_subgroups <- function(x, ...) {
 }
 
 # --- internals shared by the subgroup, treatment and study analyses ----------
+
+# Prints a table without row names, numeric columns to `digits` significant digits.
+print_signif <- function(tab, digits) {
+  num <- vapply(tab, is.numeric, TRUE)
+  tab[num] <- lapply(tab[num], signif, digits = digits)
+  print(tab, row.names = FALSE)
+}
 
 # Forest plot of a table with variable, level, n, events, hr, lower, upper,
 # method and p_interaction columns.

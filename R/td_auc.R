@@ -106,39 +106,37 @@ td_auc <- function(score, time, event, times, na_action = c("omit", "fail")) {
 #'   (Kaplan-Meier event-free survival at `time`). Attribute `reason` gives,
 #'   per time, why the AUC is `NA` (otherwise `NA`).
 #' @export
-as.data.frame.td_auc <- function(x, row.names = NULL, optional = FALSE, ...) {
+as.data.frame.td_auc <- function(x, row.names = NULL, optional = FALSE, ...) roc_table(x)
+
+#' @export
+print.td_auc <- function(x, digits = 4, ...) {
+  print_roc_table(x, "Time-dependent AUC (cumulative/dynamic, marginal Kaplan-Meier IPCW)",
+                  rounded = c("auc", "se", "lower", "upper", "surv_prob"), digits = digits)
+}
+
+# ---- internal helpers shared with compare_td_auc() ----------------------
+
+# The table of a td_auc / compare_td_auc object with the per-time reasons attached.
+roc_table <- function(x) {
   out <- x$table
   attr(out, "reason") <- x$reason
   out
 }
 
-#' @export
-print.td_auc <- function(x, digits = 4, ...) {
-  cat("Time-dependent AUC (cumulative/dynamic, marginal Kaplan-Meier IPCW)\n")
-  cat(roc_sample_line(x), "\n\n", sep = "")
+# Print method body of td_auc / compare_td_auc: title, sample line, the table
+# with `rounded` columns rounded and `pvals` columns formatted, a footer and
+# the reasons for NA rows.
+print_roc_table <- function(x, title, rounded, digits, pvals = character(0), footer = NULL) {
+  cat(title, "\n", sep = "")
+  cat(sprintf("n = %d, events = %d%s\n\n", x$n, x$n_events,
+              if (x$n_dropped > 0) sprintf(" (%d dropped for missing values)", x$n_dropped) else ""))
   tab <- x$table
-  num <- c("auc", "se", "lower", "upper", "surv_prob")
-  tab[num] <- lapply(tab[num], round, digits = digits)
+  tab[rounded] <- lapply(tab[rounded], round, digits = digits)
+  tab[pvals] <- lapply(tab[pvals], format.pval, digits = digits)
   print(tab, row.names = FALSE)
+  if (!is.null(footer)) cat(footer, "\n", sep = "")
   print_roc_reasons(x$reason, x$table$time)
   invisible(x)
-}
-
-# ---- internal helpers shared with compare_td_auc() ----------------------
-
-# "n = ..., events = ..." header line of the print methods.
-roc_sample_line <- function(x) {
-  sprintf("n = %d, events = %d%s", x$n, x$n_events,
-          if (x$n_dropped > 0) sprintf(" (%d dropped for missing values)", x$n_dropped) else "")
-}
-
-# Stops when a score takes a single value (no ranking to assess).
-check_score_varies <- function(score, arg, call_name) {
-  if (all(score == score[1L])) {
-    stop(sprintf("%s(): `%s` is constant; a time-dependent AUC needs a score that varies",
-                 call_name, arg), call. = FALSE)
-  }
-  invisible(TRUE)
 }
 
 # Validates evaluation times against the observed follow-up; returns them sorted.

@@ -184,12 +184,7 @@ print.deepnomo_treatment_effect <- function(x, digits = 3, ...) {
   cat(sprintf("Predicted %s-month survival benefit of %s over %s: median %.3f (range %.3f to %.3f)\n",
               format_time(x$time), x$arms[2], x$arms[1], stats::median(x$patients$benefit, na.rm = TRUE),
               min(x$patients$benefit, na.rm = TRUE), max(x$patients$benefit, na.rm = TRUE)))
-  if (!is.null(x$groups)) {
-    tab <- x$groups
-    num <- vapply(tab, is.numeric, TRUE)
-    tab[num] <- lapply(tab[num], signif, digits = digits)
-    print(tab, row.names = FALSE)
-  }
+  if (!is.null(x$groups)) print_signif(x$groups, digits)
   invisible(x)
 }
 
@@ -199,16 +194,24 @@ print.deepnomo_treatment_effect <- function(x, digits = 3, ...) {
 #'   preferred-treatment group at `threshold`; `"benefit"`: distribution of
 #'   the predicted benefit.
 #' @param threshold Which threshold's groups to draw.
+#' @param subtitle Optional subtitle (for instance the cohort).
+#' @details `plot(type = "km")` draws one [survminer::ggsurvplot()] panel
+#'   (curves and numbers at risk) per preferred-treatment group, titled with
+#'   that group's hazard ratio and log-rank P, side by side with
+#'   [survminer::arrange_ggsurvplots()]; it returns that arrangement (print it
+#'   to draw, or write it with [save_figure()]). `type = "benefit"` returns a
+#'   ggplot.
 #' @export
 plot.deepnomo_treatment_effect <- function(x, type = c("km", "benefit"), threshold = x$thresholds[1],
-                                           ...) {
+                                           subtitle = NULL, ...) {
   type <- match.arg(type)
   if (type == "benefit") {
     return(ggplot2::ggplot(x$patients, ggplot2::aes(x = .data$benefit)) +
              ggplot2::geom_histogram(bins = 30, fill = "grey60", colour = "grey30") +
              ggplot2::geom_vline(xintercept = x$thresholds, linetype = 2) +
              ggplot2::labs(x = sprintf("Predicted %s-month survival, %s minus %s", format_time(x$time),
-                                       x$arms[2], x$arms[1]), y = "Patients") +
+                                       x$arms[2], x$arms[1]), y = "Patients",
+                           subtitle = subtitle) +
              theme_deepnomo())
   }
   if (is.null(x$km)) stop("plot(): `newdata` had no outcome or treatment column", call. = FALSE)
@@ -217,21 +220,28 @@ plot.deepnomo_treatment_effect <- function(x, type = c("km", "benefit"), thresho
                                         call. = FALSE)
   d <- cbind(x$km, group = x$patients[[col]])
   d <- d[stats::complete.cases(d), , drop = FALSE]
-  curves <- km_curves(d$time, d$event, interaction(d$group, d$arm, sep = "|"))
-  parts <- do.call(rbind, strsplit(as.character(curves$strata), "|", fixed = TRUE))
-  curves$group <- parts[, 1]
-  curves$arm <- parts[, 2]
   gtab <- x$groups[x$groups$threshold == threshold, , drop = FALSE]
-  lab <- stats::setNames(sprintf("%s\nHR %.2f (%.2f-%.2f), log-rank P = %s", gtab$group, gtab$hr,
-                                 gtab$lower, gtab$upper, format_p(gtab$logrank_p)), gtab$group)
-  curves$group <- factor(lab[curves$group], levels = lab)
-  ggplot2::ggplot(curves, ggplot2::aes(x = .data$time, y = .data$surv, colour = .data$arm)) +
-    ggplot2::geom_step() +
-    ggplot2::facet_wrap(~group) +
-    ggplot2::coord_cartesian(ylim = c(0, 1)) +
-    ggplot2::labs(x = "Months", y = "Survival probability", colour = "Actual treatment",
-                  title = sprintf("Preferred treatment at threshold %s", format_time(threshold))) +
-    theme_deepnomo()
+  gtab <- gtab[gtab$group %in% d$group, , drop = FALSE]
+  panels <- lapply(seq_len(nrow(gtab)), function(i) {
+    di <- d[d$group == gtab$group[i], , drop = FALSE]
+    di$arm <- droplevels(factor(di$arm, levels = x$arms))
+    fit <- survival::survfit(survival::Surv(time, event) ~ arm, data = di)
+    survminer::ggsurvplot(fit, data = di, censor.shape = 3, censor.size = 2,
+                          legend.labs = levels(di$arm), legend.title = "Treatment",
+                          title = sprintf("%s: HR %.2f (%.2f-%.2f), log-rank P = %s", gtab$group[i],
+                                          gtab$hr[i], gtab$lower[i], gtab$upper[i],
+                                          format_p(gtab$logrank_p[i])),
+                          xlab = "Months", ylab = "Survival probability", break.time.by = 12,
+                          risk.table = TRUE, risk.table.height = 0.3,
+                          risk.table.title = "Number at risk", risk.table.fontsize = 2.8,
+                          risk.table.y.text = FALSE, ggtheme = theme_deepnomo(),
+                          tables.theme = theme_deepnomo())
+  })
+  survminer::arrange_ggsurvplots(panels, print = FALSE, ncol = length(panels), nrow = 1,
+                                 title = sprintf("Preferred treatment at threshold %s%s",
+                                                 format_time(threshold),
+                                                 if (is.null(subtitle)) "" else paste0(", ", subtitle)),
+                                 risk.table.height = 0.3)
 }
 
 #' Chemotherapy benefit by risk group and by cumulative dose
@@ -324,17 +334,4 @@ logrank_p <- function(time, event, group) {
   if (length(unique(d$group)) < 2L || sum(d$event) == 0L) return(NA_real_)
   sd <- survival::survdiff(survival::Surv(time, event) ~ group, data = d)
   stats::pchisq(sd$chisq, length(sd$n) - 1L, lower.tail = FALSE)
-}
-
-# Kaplan-Meier curves by stratum as a data frame starting at (0, 1).
-km_curves <- function(time, event, strata) {
-  strata <- droplevels(as.factor(strata))
-  fit <- survival::survfit(survival::Surv(time, event) ~ strata)
-  nm <- sub("^strata=", "", names(fit$strata))
-  s <- rep(nm, fit$strata)
-  out <- data.frame(strata = c(nm, s), time = c(rep(0, length(nm)), fit$time),
-                    surv = c(rep(1, length(nm)), fit$surv),
-                    n_risk = c(as.numeric(table(strata)[nm]), fit$n.risk),
-                    stringsAsFactors = FALSE)
-  out[order(out$strata, out$time), , drop = FALSE]
 }

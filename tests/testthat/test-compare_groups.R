@@ -84,11 +84,26 @@ test_that("times beyond follow-up give NA with a note; bad input is refused", {
 test_that("the plot shows the curves and the numbers at risk", {
   s <- sim_groups(k = 2)
   cg <- compare_groups(s$g, s$time, s$event)
-  p <- plot(cg, breaks = c(0, 24, 48))
-  expect_s3_class(p, "ggplot")
-  risk <- ggplot2::layer_data(p, 5)
-  expect_equal(sort(risk$label[risk$x == 0]), sort(as.vector(table(s$g))))
-  expect_equal(risk$label[risk$x == 24],
+  p <- plot(cg, break_by = 24)
+  expect_s3_class(p, "ggsurvplot")
+  expect_s3_class(p$plot, "ggplot")
+  risk <- ggplot2::layer_data(p$table, 1)
+  at0 <- p$table$data[p$table$data$time == 0, ]
+  expect_equal(at0$n.risk[match(levels(s$g), at0$strata)], as.vector(table(s$g)))
+  at24 <- p$table$data[p$table$data$time == 24, ]
+  expect_equal(at24$n.risk[match(levels(s$g), at24$strata)],
                vapply(levels(s$g), function(l) sum(s$time[s$g == l] >= 24), numeric(1)),
                ignore_attr = TRUE)
+  expect_setequal(as.numeric(risk$label[risk$x == 24]), at24$n.risk)
+  # the curves are the object's Kaplan-Meier estimates
+  curve <- p$data.survplot
+  lev <- levels(s$g)[1]
+  mine <- cg$curves[cg$curves$group == lev, ]
+  theirs <- curve[curve$group == lev & curve$time > 0, ]
+  expect_equal(theirs$surv, mine$surv, tolerance = 1e-12)
+  expect_equal(theirs$lower, mine$lower, tolerance = 1e-12)
+  stem <- file.path(tempfile("km"), "km")
+  paths <- save_figure(p, stem, width = 4, height = 4)
+  expect_true(all(file.size(paths) > 1000))
+  expect_error(plot(cg, break_by = -1), "`break_by`")
 })

@@ -88,3 +88,53 @@ test_that("bad input is refused naming the argument", {
                             "os", repeats = 1, nfolds = 5)
   expect_error(predict(sig, tr$features[c("patient_id", "f11")]), "lacks feature column")
 })
+
+test_that("the vectorised ICC(2,1) equals psych::ICC feature by feature", {
+  skip_if_not_installed("psych")
+  set.seed(3)
+  n <- 37
+  truth <- matrix(rnorm(n * 6, sd = rep(c(0.1, 1, 5, 1, 1, 20), each = n)), n)
+  a <- truth + matrix(rnorm(n * 6), n)
+  b <- truth + matrix(rnorm(n * 6, mean = rep(c(0, 0, 0, 2, -1, 0), each = n)), n)
+  b[, 6] <- a[, 6]  # perfect agreement
+  colnames(a) <- colnames(b) <- sprintf("g%d", 1:6)
+  got <- deepnomo:::icc_agreement(a, b)
+  ref <- vapply(1:6, function(j) {
+    r <- psych::ICC(cbind(a[, j], b[, j]), lmer = FALSE)$results
+    r$ICC[r$type == "ICC2"]
+  }, numeric(1))
+  expect_equal(unname(got), ref, tolerance = 1e-10)
+  expect_equal(names(got), colnames(a))
+  expect_equal(got[["g6"]], 1)
+  # a reader offset (column 4) lowers absolute agreement below consistency (ICC3)
+  r4 <- psych::ICC(cbind(a[, 4], b[, 4]), lmer = FALSE)$results
+  expect_lt(got[["g4"]], r4$ICC[r4$type == "ICC3"])
+})
+
+test_that("the univariate filter equals one-feature coxph fits, ties included", {
+  set.seed(5)
+  n <- 80
+  z <- matrix(rnorm(n * 4), n, dimnames = list(NULL, sprintf("h%d", 1:4)))
+  time <- round(rexp(n, 0.1 * exp(0.7 * z[, 1]))) + 1  # many tied times
+  event <- rbinom(n, 1, 0.7)
+  y <- survival::Surv(time, event)
+  got <- deepnomo:::univariate_cox_wald(z, y)
+  ref <- t(vapply(1:4, function(j) {
+    s <- summary(survival::coxph(y ~ z[, j]))$coefficients
+    c(s[1, "exp(coef)"], s[1, "Pr(>|z|)"])
+  }, numeric(2)))
+  expect_equal(got$feature, colnames(z))
+  expect_equal(got$hr, ref[, 1], tolerance = 1e-12)
+  expect_equal(got$p_value, ref[, 2], tolerance = 1e-12)
+  expect_lt(got$p_value[1], 0.01)
+})
+
+test_that("the signature does not depend on the number of processes", {
+  skip_on_os("windows")
+  tr <- simulate_features(150, 4)
+  one <- radiomic_signature(tr$features, tr$data, "os", repeats = 2, nfolds = 4)
+  two <- radiomic_signature(tr$features, tr$data, "os", repeats = 2, nfolds = 4, cores = 2)
+  expect_identical(two$cv, one$cv)
+  expect_identical(two$coefficients, one$coefficients)
+  expect_error(radiomic_signature(tr$features, tr$data, "os", cores = 0), "`cores`")
+})

@@ -63,8 +63,14 @@ test_that("within each preferred group the arms are compared by Cox HR and log-r
       expect_equal(g$logrank_p, stats::pchisq(sd$chisq, 1, lower.tail = FALSE), tolerance = 1e-8)
     }
   }
-  expect_s3_class(plot(pe, threshold = 0), "ggplot")
-  expect_s3_class(plot(pe, type = "benefit"), "ggplot")
+  km <- plot(pe, threshold = 0, subtitle = "test")
+  expect_s3_class(km, "arrangelist")
+  expect_length(km, 1L)
+  paths <- save_figure(km, file.path(tempfile("tkm"), "km"), width = 8, height = 5)
+  expect_true(all(file.size(paths) > 1000))
+  benefit <- plot(pe, type = "benefit", subtitle = "test")
+  expect_s3_class(benefit, "ggplot")
+  expect_equal(benefit$labels$subtitle, "test")
 })
 
 test_that("the model is learned once: predictions on a cohort do not depend on other cohorts", {
