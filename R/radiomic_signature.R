@@ -50,6 +50,12 @@
 #' @param cores Processes for the `repeats * k` LASSO fits (forked with
 #'   [parallel::mclapply()]; use 1 on Windows). All fold ids are drawn from the
 #'   seeded stream before the fits, so the result does not depend on `cores`.
+#' @param lambda_min_ratio Smallest penalty of each LASSO path as a fraction
+#'   of the largest (glmnet's `lambda.min.ratio`). glmnet's own default when
+#'   patients outnumber features (1e-4) runs the Cox path close to the
+#'   unpenalised fit, where coordinate descent crawls; the selected penalty
+#'   lies far above 0.02 * lambda_max in practice, so the default here costs
+#'   nothing in the chosen model and makes the repeated CV ~30x faster.
 #' @param ... Passed to [glmnet::cv.glmnet()].
 #' @return An object of class `radiomic_signature`: `coefficients` (named, on
 #'   the z-scale), `center`, `scale` (training means / SDs of those features),
@@ -65,7 +71,8 @@
 radiomic_signature <- function(features, data, endpoint, id = "patient_id", reader2 = NULL,
                                icc_threshold = 0.75, p_threshold = 0.05, cor_threshold = 0.85,
                                nfolds = 10, repeats = 100, k = 3, seed = 1,
-                               lambda = c("lambda.min", "lambda.1se"), cores = 1L, ...) {
+                               lambda = c("lambda.min", "lambda.1se"), cores = 1L,
+                               lambda_min_ratio = 0.02, ...) {
   cn <- "radiomic_signature"
   lambda <- match.arg(lambda)
   ep <- endpoint_columns(data, endpoint, cn)
@@ -156,7 +163,7 @@ radiomic_signature <- function(features, data, endpoint, id = "patient_id", read
   }
 
   cv <- with_seed(seed, lasso_repeated_cv(z[, kept, drop = FALSE], y, nfolds, repeats, k, lambda,
-                                          cores, ...))
+                                          cores, lambda.min.ratio = lambda_min_ratio, ...))
   ok <- cv$table$n_features > 0
   if (!any(ok)) stop("radiomic_signature(): LASSO kept no feature in any CV model", call. = FALSE)
   target <- mean(cv$table$c_index[ok])
