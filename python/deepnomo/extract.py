@@ -35,6 +35,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from deepnomo.atomic import atomic_write_text
+
 RESULT_FILE = "result.json"
 FAILED_DIR = ".failed"
 STAGING_DIR = ".staging"
@@ -61,10 +63,7 @@ class RunSummary:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
 def peak_rss_mb() -> float:

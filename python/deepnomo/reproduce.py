@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepnomo.atomic import atomic_write_text
 from deepnomo.bridge.schema import read_cohort, write_cohort
 from deepnomo.paths import PACKAGE_DIR
 from deepnomo.stages import StageRunner, hash_config, hash_files
@@ -354,9 +355,7 @@ def finish_results(run: StudyRun, synth_dir: Path) -> dict[str, Any]:
     timings.update({k: round(v, 3) for k, v in run.timings.items()})
     results["timings"] = timings
     results["preset"], results["seed"] = run.preset, run.seed
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=2))
     return results
 
 

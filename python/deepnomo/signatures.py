@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deepnomo.atomic import atomic_write_text
 from deepnomo.bridge.schema import validate_cohort
-from deepnomo.train import MODEL, concordance_index, load_bags, load_model, predict_risk
+from deepnomo.metrics import harrell_c
+from deepnomo.train import MODEL, load_bags, load_model, predict_risk
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -60,7 +61,7 @@ def cohort_metrics(table: pd.DataFrame, cohort: pd.DataFrame, column: str,
         out[str(label)] = {
             "n": int(len(part)),
             "events": int(part[f"{endpoint}_event"].sum()),
-            "c_index": concordance_index(part[column].to_numpy(), part[f"{endpoint}_time"],
+            "c_index": harrell_c(part[column].to_numpy(), part[f"{endpoint}_time"],
                                          part[f"{endpoint}_event"]),
         }
     return out
@@ -131,19 +132,6 @@ def card_path_for(csv_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".model_card.json")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_signatures(table: pd.DataFrame, card: dict[str, Any],
                      csv_path: str | os.PathLike) -> Path:
     """Write the signature table (CSV) and its model card (JSON) atomically."""
@@ -151,6 +139,6 @@ def write_signatures(table: pd.DataFrame, card: dict[str, Any],
     if not np.isfinite(values).all():
         raise ValueError("signature table: non-finite scores; nothing written")
     csv_path = Path(csv_path)
-    _atomic_write(card_path_for(csv_path), json.dumps(card, indent=2, default=float))
-    _atomic_write(csv_path, table.to_csv(index=False, float_format="%.17g"))
+    atomic_write_text(card_path_for(csv_path), json.dumps(card, indent=2, default=float))
+    atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.17g"))
     return csv_path

@@ -12,7 +12,7 @@ The pieces, each usable alone:
   then Cox partial-likelihood training with early stopping on the validation
   C-index; a checkpoint after every epoch; resume; DDP under ``torchrun``;
   AMP on CUDA. A diverging loss stops the run with the last good checkpoint kept.
-* :func:`predict_risk` and :func:`concordance_index` -- scoring and Harrell's C.
+* :func:`predict_risk` -- scoring (Harrell's C: :func:`deepnomo.metrics.harrell_c`).
 
 Runs are deterministic on CPU for a given seed: every epoch reseeds the
 generators from ``(seed, epoch)``, so a resumed run continues exactly as an
@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from deepnomo.atomic import atomic_write
 from deepnomo.losses import cox_ph_loss, dice_loss, kyear_labels, smoothed_bce
+from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
 from deepnomo.nn.mil import SurvivalMIL, collate_bags
 from deepnomo.nn.multitask import MultiTaskCox
@@ -641,7 +642,7 @@ def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
         history.append(float(loss.detach()))
         model.eval()
         with torch.no_grad():
-            c = concordance_index(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
+            c = harrell_c(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
                                   dummy.time[val_idx], dummy.event[val_idx])
         if c > best + 1e-9:
             best, best_epoch = c, epoch + 1
@@ -653,38 +654,10 @@ def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
     return model, {"best_epoch": best_epoch, "val_c_index": best, "history": history}
 
 
-def concordance_index(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> float:
-    """Harrell's C: share of comparable pairs ordered correctly (ties in risk count 1/2).
-
-    A pair is comparable when the shorter time ends in an event (an event and a
-    censoring at the same time count, the censored patient outliving the event).
-    """
-    risk, time, event = (np.asarray(a, dtype=float) for a in (risk, time, event))
-    ev = event == 1
-    earlier = (time[:, None] < time[None, :]) | ((time[:, None] == time[None, :])
-                                                 & (event[None, :] == 0))
-    comparable = ev[:, None] & earlier
-    n = comparable.sum()
-    if n == 0:
-        return float("nan")
-    diff = risk[:, None] - risk[None, :]
-    concordant = (diff > 0) & comparable
-    tied = (diff == 0) & comparable
-    return float((concordant.sum() + 0.5 * tied.sum()) / n)
-
-
 # ----------------------------------------------------------------------------- loop
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def split_train_validation(data: BagData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -868,7 +841,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         epoch = state["epoch"]
         phase = _phase(epoch, cfg)
         loss = train_epoch(nets[phase], opt, data, train_idx, epoch, cfg, dev, progress)
-        c = concordance_index(predict_risk(model, val, dev), val.time, val.event)
+        c = harrell_c(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
         cox_epochs = epoch + 1 - cfg.seg_epochs - cfg.pretrain_epochs
         if phase == "cox" and cox_epochs >= cfg.min_epochs:
@@ -883,7 +856,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         state["history"].append(record)
         state["seconds"] = _time.time() - start
         if rank == 0:
-            _atomic_save({"config": cfg.to_dict(), "config_hash": cfg.hash(),
+            _save({"config": cfg.to_dict(), "config_hash": cfg.hash(),
                           "model": model.state_dict(), "optimizer": opt.state_dict(), **state},
                          ckpt_path)
         if progress:
@@ -901,7 +874,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
             "val_ids": [data.ids[i] for i in val_idx],
             "train_seconds": state["seconds"], "torch": torch.__version__}
     if rank == 0:
-        _atomic_save({**info, "model": model.state_dict()}, out / MODEL)
+        _save({**info, "model": model.state_dict()}, out / MODEL)
     return info
 
 

@@ -23,7 +23,7 @@ STUDY = "multiscale"
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deepnomo", "reproduce", *args],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,8 @@ def test_report_renders_in_headless_chromium(run) -> None:
     proc = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--enable-logging=stderr", "--v=0",
-         "--dump-dom", f"file://{page}"], capture_output=True, text=True, timeout=120)
+         "--dump-dom", f"file://{page}"],
+        capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     dom = proc.stdout
     for section in ("Baseline characteristics", "Cox regression", "Model performance",
                     "Synthetic truth", "Nomogram", "Calibration", "Risk groups"):

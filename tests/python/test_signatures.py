@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from deepnomo.bridge.schema import write_cohort
 from deepnomo.cli import app
+from deepnomo.metrics import harrell_c
 from deepnomo.signatures import card_path_for, signature_column
-from deepnomo.train import BagData, TrainConfig, concordance_index, load_bags
+from deepnomo.train import BagData, TrainConfig, load_bags
 from test_train import SMALL_NET, blob_data
 
 
@@ -68,9 +69,9 @@ def test_train_and_score_cli_end_to_end(tile_study, tmp_path):
     assert table["patient_id"].tolist() == cohort["patient_id"].tolist()
     card = json.loads(card_path_for(out).read_text())
     test = cohort["cohort"] == "external_test"
-    c_test = concordance_index(table.loc[test, col], cohort.loc[test, "os_time"],
+    c_test = harrell_c(table.loc[test, col], cohort.loc[test, "os_time"],
                                cohort.loc[test, "os_event"])
-    oracle = concordance_index(cohort.loc[test, "truth_risk"], cohort.loc[test, "os_time"],
+    oracle = harrell_c(cohort.loc[test, "truth_risk"], cohort.loc[test, "os_time"],
                                cohort.loc[test, "os_event"])
     assert c_test >= 0.9 * oracle
     assert card["metrics"]["external_test"]["c_index"] == pytest.approx(c_test, abs=1e-12)
@@ -142,7 +143,8 @@ def test_torchrun_two_process_training(tile_study, tmp_path):
                           "--nproc_per_node=2", "-m", "deepnomo", "train", "--cohort",
                           str(root / "cohort.csv"), "--cases", str(root / "cases.csv"),
                           "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "m"),
-                          "--device", "cpu"], capture_output=True, text=True, env=env,
+                          "--device", "cpu"], capture_output=True, encoding="utf-8",
+                         errors="replace", env=env,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("locked model") == 1  # one process reports and writes
@@ -150,6 +152,6 @@ def test_torchrun_two_process_training(tile_study, tmp_path):
     assert [h["epoch"] for h in info["history"]] == [1, 2]
     train = load_bags(cohort, root / "cases.csv", loaded_cfg, only_cohort="train")
     val = train.subset([train.ids.index(pid) for pid in info["val_ids"]])
-    c = concordance_index(predict_risk(model, val), val.time, val.event)
+    c = harrell_c(predict_risk(model, val), val.time, val.event)
     assert c == pytest.approx(info["val_c_index"], abs=1e-9)
     assert torch.load(tmp_path / "m" / "last.pt", weights_only=False)["epoch"] == 2

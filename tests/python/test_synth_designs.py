@@ -54,7 +54,7 @@ def test_paper_preset_has_paper_shape(study):
     observed = sc.table[f"{ep}_event"].mean()
     n = len(sc.table)
     assert abs(observed - rate) < 3 * np.sqrt(rate * (1 - rate) / n) + 0.01
-    from deepnomo.synth.metrics import median_followup
+    from deepnomo.metrics import median_followup
     fu = median_followup(sc.table[f"{ep}_time"].to_numpy(), sc.table[f"{ep}_event"].to_numpy())
     assert abs(fu - followup) / followup < 0.12
 

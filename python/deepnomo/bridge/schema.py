@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from deepnomo.atomic import atomic_write_text
 from deepnomo.paths import schema_path
 
 MAX_ROWS_SHOWN = 5
@@ -247,19 +247,6 @@ def read_cohort(csv_path: str | os.PathLike,
     return apply_types(df, manifest), manifest
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_cohort(df: pd.DataFrame, manifest: Mapping[str, Any],
                  csv_path: str | os.PathLike) -> Path:
     """Validate, then write ``cohort.csv`` and ``cohort.manifest.yaml`` atomically.
@@ -270,7 +257,7 @@ def write_cohort(df: pd.DataFrame, manifest: Mapping[str, Any],
     validate_cohort(df, manifest)
     csv_path = Path(csv_path)
     text = df.to_csv(index=False, na_rep="NA")
-    _atomic_write_text(csv_path, text)
-    _atomic_write_text(manifest_path_for(csv_path),
+    atomic_write_text(csv_path, text)
+    atomic_write_text(manifest_path_for(csv_path),
                        yaml.safe_dump(dict(manifest), sort_keys=False))
     return csv_path

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import SimpleITK as sitk
 import typer
 
+from deepnomo.atomic import atomic_write
 from deepnomo.extract import (
     RunSummary,
     fingerprint,
@@ -42,13 +41,6 @@ def _prefailed(df: pd.DataFrame, cases: list, require_mask: bool) -> dict[str, s
 def _fingerprint(case: Case, *settings) -> str:
     paths = [p for s in case.series for p in (s.image, s.mask)]
     return fingerprint(paths, [s.modality for s in case.series], *settings)
-
-
-def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def run_preprocess(cases: Path, config: Path | dict | None, out: Path, workers: int = 1,
@@ -96,8 +88,8 @@ def run_preprocess(cases: Path, config: Path | dict | None, out: Path, workers: 
                          "image": f"cases/{c.key}/{s['image']}",
                          "mask": f"cases/{c.key}/{s['mask']}" if s["mask"] else "",
                          "reader": c.reader})
-    _write_csv_atomic(pd.DataFrame(rows, columns=["patient_id", "modality", "image", "mask",
-                                                  "reader"]), out / "cases.csv")
+    manifest = pd.DataFrame(rows, columns=["patient_id", "modality", "image", "mask", "reader"])
+    atomic_write(out / "cases.csv", lambda tmp: manifest.to_csv(tmp, index=False))
     return RunSummary(done=s2.done, skipped=s2.skipped, failed=s2.failed,
                       seconds=s1.seconds + s2.seconds)
 
@@ -137,7 +129,7 @@ def run_radiomics(cases: Path, params: str | Path, out: Path, workers: int = 1,
     tables = feature_tables(rows) if rows else {}
     paths = table_paths(out, sorted(tables)) if tables else {}
     for reader, table in tables.items():
-        _write_csv_atomic(table, paths[reader])
+        atomic_write(paths[reader], lambda tmp, t=table: t.to_csv(tmp, index=False))
     return summary, paths, tables
 
 

@@ -5,9 +5,9 @@
 (``cohort.csv`` + manifest, ``cases.csv``, ``images/``, ``summary.json``).
 """
 
+from deepnomo.metrics import harrell_c, kaplan_meier, km_at, median_followup
 from deepnomo.synth.cohort import SynthCohort, cohort_summary, generate, simulate, write_cohort_dir
 from deepnomo.synth.designs import DESIGNS, SynthError, get_design
-from deepnomo.synth.metrics import harrell_c, kaplan_meier, km_at, median_followup
 
 __all__ = ["DESIGNS", "SynthCohort", "SynthError", "cohort_summary", "generate", "get_design",
            "harrell_c", "kaplan_meier", "km_at", "median_followup", "simulate",

@@ -26,10 +26,10 @@ import SimpleITK as sitk
 from PIL import Image
 
 from deepnomo.bridge.schema import write_cohort
+from deepnomo.metrics import harrell_c, median_followup
 from deepnomo.synth import clinical as clin
 from deepnomo.synth import images as img
 from deepnomo.synth.designs import ACQUISITIONS, Design, Preset, SynthError, get_design
-from deepnomo.synth.metrics import harrell_c, median_followup
 from deepnomo.synth.phenotype import imaging_lp, sample_traits, tumor_parameters
 from deepnomo.synth.survival import (
     calibrate_scale,

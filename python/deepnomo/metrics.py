@@ -1,4 +1,4 @@
-"""Small survival statistics used to describe synthetic cohorts.
+"""Small survival statistics: Harrell's C, Kaplan-Meier, reverse-KM follow-up.
 
 Harrell's concordance index and the Kaplan-Meier estimator (with its
 reverse-KM use for median follow-up). Times are in months; risk scores follow

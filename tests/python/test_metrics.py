@@ -1,4 +1,4 @@
-"""deepnomo.synth.metrics against survival::concordance reference values and hand counts."""
+"""deepnomo.metrics against survival::concordance reference values and hand counts."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepnomo.synth.metrics import harrell_c, kaplan_meier, km_at, median_followup
+from deepnomo.metrics import harrell_c, kaplan_meier, km_at, median_followup
 
 SHARED = os.environ.get("DEEPNOMO_SHARED")
 CASES = sorted(Path(SHARED, "reference", "cases", "survcomp_concordance").glob("*.json")) \
