@@ -91,6 +91,13 @@ run_study <- function(table, design, out_dir, manifest = NULL, preset = NA, seed
               events = lapply(stats::setNames(cohorts, cohorts),
                               function(co) sum(data[[paste0(ep, "_event")]][data$cohort == co])))
   run <- function(a) a %in% design$analyses
+  sparse <- zero_event_factors(train, paste0(ep, "_event"), design$candidates)
+  if (length(sparse)) {
+    message(sprintf("run_study(%s): candidate(s) left out of univariate analysis and selection, %s",
+                    design$study, paste(sprintf("%s (%s)", names(sparse), sparse), collapse = "; ")))
+    design$candidates <- setdiff(design$candidates, names(sparse))
+    res$excluded_candidates <- as.list(sparse)
+  }
 
   if (run("baseline")) st$stage("baseline", {
     vars <- unique(c(design$candidates, design$signatures))
@@ -452,6 +459,18 @@ prepare_study_table <- function(data, design) {
     data[[v]][is.na(data[[v]])] <- med
   }
   data
+}
+
+# Factor candidates with a level that has no training events: their Cox
+# hazard ratio is infinite (monotone likelihood), so the study runner leaves
+# them out of univariate analysis and selection and records why.
+zero_event_factors <- function(train, event, vars) {
+  out <- character()
+  for (v in vars) {
+    zero <- zero_event_levels(train[[v]], train[[event]])
+    if (length(zero)) out[v] <- sprintf("level %s has no training events", paste(zero, collapse = ", "))
+  }
+  out
 }
 
 uses_token <- function(design, token) {

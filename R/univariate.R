@@ -77,14 +77,19 @@ prepare_covariates <- function(data, vars, call_name, arg = "vars") {
   data
 }
 
+#' Levels of a factor without events (empty for non-factors)
+#' @noRd
+zero_event_levels <- function(x, event) {
+  if (!is.factor(x)) return(character())
+  ev <- tapply(event, x, sum)
+  names(ev)[!is.na(ev) & ev == 0]
+}
+
 #' Stop when a factor level has no events
 #' @noRd
 check_level_events <- function(data, vars, event, call_name) {
   for (v in vars) {
-    x <- data[[v]]
-    if (!is.factor(x)) next
-    ev <- tapply(data[[event]], x, sum)
-    zero <- names(ev)[!is.na(ev) & ev == 0]
+    zero <- zero_event_levels(data[[v]], data[[event]])
     if (length(zero)) {
       stop(sprintf(paste0("%s(): variable `%s` has level(s) with zero events: %s ",
                           "(the hazard ratio is infinite; merge levels or use firth_cox())"),

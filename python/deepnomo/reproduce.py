@@ -126,7 +126,7 @@ def synth_overrides(study: str, preset: str) -> dict[str, Any]:
     return {"sizes": sizes, "event_rate": max(quick.event_rate, 0.45)}
 
 
-TINY_FRACTION = 0.4
+TINY_FRACTION = 0.5
 
 
 def _radiomics_cases(data_dir: Path, spec: dict[str, Any], table: pd.DataFrame,
@@ -386,8 +386,13 @@ def reproduce_study(study: str, preset: str, seed: int, out: Path,
 
 def write_index(out: Path, studies: list[str]) -> Path:
     """Top-level ``index.html`` listing the studies with their headline numbers."""
-    ro = _r()
     dirs = [str(Path(out) / s) for s in studies if (Path(out) / s / "results.json").exists()]
     path = Path(out) / "index.html"
+    if not dirs:
+        atomic_write_text(path, "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+                          "<title>deepnomo</title></head><body><h1>deepnomo</h1>"
+                          f"<p>No study finished ({', '.join(studies)}).</p></body></html>\n")
+        return path
+    ro = _r()
     ro.r("function(d, f) deepnomo::write_index_html(d, f)")(ro.StrVector(dirs), str(path))
     return path

@@ -176,3 +176,24 @@ test_that("the same table, design and seed give the same results", {
   expect_identical(a, run())
   expect_false(is.null(a$calibration$train[["60"]]$hl_chi2))
 })
+
+test_that("a factor candidate with a level without training events is left out, with the reason", {
+  d <- simulate_study_table(200, 100, seed = 7)
+  train_ev <- d$cohort == "train" & d$dfs_event == 1
+  d$grade <- factor(ifelse(train_ev, "high", sample(c("low", "high"), nrow(d), TRUE)),
+                    levels = c("low", "high"))
+  expect_equal(sum(d$dfs_event[d$cohort == "train" & d$grade == "low"]), 0)
+  des <- small_design()
+  des$candidates <- c(des$candidates, "grade")
+  des$analyses <- c("univariate", "selection")
+  out <- tempfile()
+  expect_message(res <- run_study(d, des, out, seed = 1), "grade \\(level low has no training events\\)")
+  expect_equal(res$excluded_candidates, list(grade = "level low has no training events"))
+  expect_false("grade" %in% res$selection$candidates)
+  uni <- utils::read.csv(file.path(out, "tables", "univariate.csv"))
+  expect_false("grade" %in% uni$variable)
+  # the same design without the sparse factor selects the same model
+  des$candidates <- setdiff(des$candidates, "grade")
+  expect_equal(suppressMessages(run_study(d, des, tempfile(), seed = 1))$selection$selected,
+               res$selection$selected)
+})

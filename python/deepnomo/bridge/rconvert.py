@@ -21,6 +21,7 @@ Categorical with the same levels and order flag.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,11 +35,20 @@ def r_session() -> Any:
     """The embedded R session (rpy2 ``robjects``), started once, with deepnomo loaded."""
     global _R
     if _R is None:
+        # rpy2 prepends R's and the system's library folders to LD_LIBRARY_PATH
+        # when it starts R; child processes (worker pools) would then load the
+        # system's libpython instead of this interpreter's. R is loaded by then,
+        # so the variable is put back as it was.
+        saved = os.environ.get("LD_LIBRARY_PATH")
         import rpy2.rinterface_lib.callbacks as callbacks
         import rpy2.robjects as ro
 
         callbacks.consolewrite_warnerror = lambda s: None  # R messages go to the caller's log
         ro.r("suppressPackageStartupMessages(library(deepnomo))")
+        if saved is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
         _R = ro
     return _R
 
