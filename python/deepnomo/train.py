@@ -551,36 +551,35 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
 
 
 @torch.no_grad()
-def predict_risk(model: nn.Module, data: BagData, device: str | torch.device = "cpu",
-                 batch_size: int = 32) -> np.ndarray:
-    """Risk score (log relative hazard, higher = higher risk) per patient, model in eval mode."""
+def _bag_outputs(model: nn.Module, data: BagData, device: str | torch.device, batch_size: int,
+                 field: str, autocast: bool) -> np.ndarray:
+    """One field of the model's output (``risk`` or ``embedding``) for every bag, in order."""
     device = torch.device(device)
     model.eval()
     out = []
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
         x, bag_index, _, _ = _batch(data, idx, device)
-        with _autocast(device, TrainConfig()):
-            out.append(model(x, bag_index, len(idx)).risk.float().cpu())
-    risk = torch.cat(out).numpy().astype(np.float64)
+        with _autocast(device, TrainConfig(amp=autocast)):
+            out.append(getattr(model(x, bag_index, len(idx)), field).float().cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def predict_risk(model: nn.Module, data: BagData, device: str | torch.device = "cpu",
+                 batch_size: int = 32) -> np.ndarray:
+    """Risk score (log relative hazard, higher = higher risk) per patient, model in eval mode."""
+    risk = _bag_outputs(model, data, device, batch_size, "risk", autocast=True)
     if not np.isfinite(risk).all():
         bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(risk))[:5]]
         raise TrainingError(f"model produced non-finite risk for patient(s) {bad}")
     return risk
 
 
-@torch.no_grad()
 def predict_embedding(model: SurvivalMIL, data: BagData, device: str | torch.device = "cpu",
                       batch_size: int = 32) -> np.ndarray:
-    """Pooled bag features ``(n, F)`` (the input of the risk head), model in eval mode."""
-    device = torch.device(device)
-    model.eval()
-    out = []
-    for start in range(0, len(data), batch_size):
-        idx = list(range(start, min(start + batch_size, len(data))))
-        x, bag_index, _, _ = _batch(data, idx, device)
-        out.append(model(x, bag_index, len(idx)).embedding.float().cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+    """Pooled bag features ``(n, F)`` (the input of the risk head), model in eval mode
+    (full precision: they feed the multi-task network)."""
+    return _bag_outputs(model, data, device, batch_size, "embedding", autocast=False)
 
 
 def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
