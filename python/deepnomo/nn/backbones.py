@@ -53,6 +53,23 @@ class _BasicBlock(nn.Module):
         return self.act(self.body(x) + self.skip(x))
 
 
+def _residual_stages(block: Callable[[int, int, int], nn.Module], cin: int, width: int,
+                     layers: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """Stages of residual blocks: stage ``s`` has ``layers[s]`` blocks of ``width * 2**s``
+    channels, the first of each stage after the first striding by 2.
+
+    Returns the stages and their output channels.
+    """
+    stages = []
+    for s, n in enumerate(layers):
+        cout = width * 2 ** s
+        stages.append(nn.Sequential(*[block(cin if b == 0 else cout, cout,
+                                            2 if (b == 0 and s > 0) else 1)
+                                      for b in range(n)]))
+        cin = cout
+    return nn.Sequential(*stages), cin
+
+
 class ResNet18(nn.Module):
     """ResNet with basic blocks; ``layers=(2, 2, 2, 2)`` and ``width=64`` is ResNet-18.
 
@@ -70,15 +87,7 @@ class ResNet18(nn.Module):
                  layers: Sequence[int] = (2, 2, 2, 2), stem: str = "imagenet") -> None:
         super().__init__()
         self.stem = _stem(in_channels, width, stem)
-        stages, cin = [], width
-        for s, n in enumerate(layers):
-            cout = width * 2 ** s
-            stages.append(nn.Sequential(*[_BasicBlock(cin if b == 0 else cout, cout,
-                                                      2 if (b == 0 and s > 0) else 1)
-                                          for b in range(n)]))
-            cin = cout
-        self.stages = nn.Sequential(*stages)
-        self.out_features = cin
+        self.stages, self.out_features = _residual_stages(_BasicBlock, width, width, layers)
         self.cam_layer = self.stages[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,15 +147,9 @@ class SEResNeXt(nn.Module):
             raise ValueError(f"cardinality: {cardinality} must divide width/2 = {width // 2}")
         stem_width = max(width // 4, 8)
         self.stem = _stem(in_channels, stem_width, stem)
-        stages, cin = [], stem_width
-        for s, n in enumerate(layers):
-            cout = width * 2 ** s
-            stages.append(nn.Sequential(*[
-                _SEXBlock(cin if b == 0 else cout, cout, 2 if (b == 0 and s > 0) else 1,
-                          cardinality, reduction) for b in range(n)]))
-            cin = cout
-        self.stages = nn.Sequential(*stages)
-        self.out_features = cin
+        self.stages, self.out_features = _residual_stages(
+            lambda cin, cout, stride: _SEXBlock(cin, cout, stride, cardinality, reduction),
+            stem_width, width, layers)
         self.cam_layer = self.stages[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
