@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from deepnomo.atomic import atomic_write_text
+from deepnomo.bridge.rconvert import from_r, r_session, to_r
 from deepnomo.bridge.schema import read_cohort, write_cohort
 from deepnomo.paths import PACKAGE_DIR
 from deepnomo.stages import StageRunner, hash_config, hash_files
@@ -81,17 +82,15 @@ class StudyRun:
     seed: int
     out: Path
     log: Callable[[str], None] = print
-    timings: dict[str, float] = field(default_factory=dict)
+    runner: StageRunner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runner = StageRunner(self.out / "stages", self.study, self.log)
 
     @property
-    def runner(self) -> StageRunner:
-        return StageRunner(self.out / "stages", self.study, self.log, self.timings)
-
-
-def _r():
-    from deepnomo.bridge.rconvert import r_session
-
-    return r_session()
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage (cached stages count 0), the R run included."""
+        return self.runner.timings
 
 
 def _code_hash(*modules: str) -> str:
@@ -193,9 +192,7 @@ def stage_radiomic_signature(run: StudyRun, rad_dir: Path, table: pd.DataFrame,
                                   f"{endpoint}_event"]].to_csv())})
 
     def work(tmp: Path) -> None:
-        from deepnomo.bridge.rconvert import from_r, to_r
-
-        ro = _r()
+        ro = r_session()
         r1 = pd.read_csv(rad_dir / "reader1.csv", dtype={"patient_id": str})
         r2_path = rad_dir / "reader2.csv"
         r2 = pd.read_csv(r2_path, dtype={"patient_id": str}) if r2_path.exists() else None
@@ -324,9 +321,7 @@ def assemble_table(run: StudyRun, data_dir: Path, sig_dirs: list[Path]) -> tuple
 
 def stage_study(run: StudyRun, cohort_csv: Path, design: str | None = None) -> Path:
     """R ``run_study()`` on the cohort table (through rpy2) -> results and report."""
-    from deepnomo.bridge.rconvert import to_r
-
-    ro = _r()
+    ro = r_session()
     table, manifest = read_cohort(cohort_csv)
     design_path = design or ro.r(f'system.file("designs", "{run.study}.yaml", '
                                  'package = "deepnomo")')[0]
@@ -393,6 +388,6 @@ def write_index(out: Path, studies: list[str]) -> Path:
                           "<title>deepnomo</title></head><body><h1>deepnomo</h1>"
                           f"<p>No study finished ({', '.join(studies)}).</p></body></html>\n")
         return path
-    ro = _r()
+    ro = r_session()
     ro.r("function(d, f) deepnomo::write_index_html(d, f)")(ro.StrVector(dirs), str(path))
     return path

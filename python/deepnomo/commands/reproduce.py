@@ -45,15 +45,12 @@ def register(app: typer.Typer) -> None:
             try:
                 res = reproduce_study(name, preset, seed, out,
                                       log=lambda s: typer.echo(s, err=True))
-            except StageError as exc:
-                failed[name] = str(exc)
-                typer.echo(f"FAILED: {exc}", err=True)
-                traceback.print_exception(exc.__cause__ or exc)
-                continue
-            except Exception as exc:  # a failure outside the staged work
-                failed[name] = f"study '{name}': {exc}"
-                typer.echo(f"FAILED: study '{name}': {exc}", err=True)
-                traceback.print_exc()
+            except Exception as exc:
+                # a StageError names the study and stage already; other failures get the study
+                why = str(exc) if isinstance(exc, StageError) else f"study '{name}': {exc}"
+                failed[name] = why
+                typer.echo(f"FAILED: {why}", err=True)
+                traceback.print_exception(exc)
                 continue
             typer.echo(f"   {_headline(res)}")
             typer.echo(f"   report: {out / name / 'report.html'}")
