@@ -31,6 +31,7 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
     import torch
 
     from deepnomo.nn.backbones import build_backbone
+    from deepnomo.nn.mil import members
     from deepnomo.paths import PACKAGE_DIR
     from deepnomo.train import TrainConfig, build_model
 
@@ -39,7 +40,7 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
         model = build_backbone(name, **kwargs)
     else:
         cfg = TrainConfig.from_yaml(PACKAGE_DIR / "data" / "dl" / cfg_file)
-        model = build_model(cfg).encoder
+        model = members(build_model(cfg))[0].encoder  # one ensemble member
         spatial = cfg.patch_size if cfg.input == "patch" else (cfg.crop_size, cfg.crop_size)
         shape = (len(cfg.modalities) if cfg.input == "patch" else cfg.in_channels, *spatial)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()

@@ -5,6 +5,8 @@ encoder's last spatial layer and the bag's risk :math:`\\eta`, the map is
 :math:`\\mathrm{ReLU}(\\sum_k \\alpha_k A^k)` with
 :math:`\\alpha_k = \\operatorname{mean}_{xy} \\partial\\eta / \\partial A^k_{xy}`,
 upsampled to the input size. Bright = regions that raise the predicted risk.
+For an ensemble the gradients are those of the ensemble's risk, taken at every
+member's layer, and the members' maps are summed.
 """
 
 from __future__ import annotations
@@ -17,20 +19,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from deepnomo.nn.mil import SurvivalMIL
+from deepnomo.nn.mil import RiskEnsemble, SurvivalMIL, members
 from deepnomo.train import BagData
 
 MAX_TILES = 8
 MIN_PANEL_PX = 128  # small crops are enlarged (nearest neighbour) to at least this height
 
 
-def grad_cam(model: SurvivalMIL, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(model: SurvivalMIL | RiskEnsemble,
+             instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of one bag's risk for each of its instances.
 
     Parameters
     ----------
-    model : SurvivalMIL
-        Its encoder exposes ``cam_layer``.
+    model : SurvivalMIL or RiskEnsemble
+        Its encoders expose ``cam_layer``.
     instances : Tensor, shape (k, C, *spatial)
         One patient's bag.
 
@@ -47,20 +50,23 @@ def grad_cam(model: SurvivalMIL, instances: torch.Tensor) -> tuple[torch.Tensor,
                          f"{tuple(instances.shape)}")
     model.eval()
     captured: list[torch.Tensor] = []
-    handle = model.encoder.cam_layer.register_forward_hook(lambda m, i, o: captured.append(o))
+    handles = [m.encoder.cam_layer.register_forward_hook(lambda m, i, o: captured.append(o))
+               for m in members(model)]
     try:
         with torch.enable_grad():
             out = model(instances, torch.zeros(instances.shape[0], dtype=torch.long,
                                                device=instances.device), 1)
-            act = captured[-1]
-            (grad,) = torch.autograd.grad(out.risk[0], act)
+            grads = torch.autograd.grad(out.risk[0], captured)
     finally:
-        handle.remove()
-    spatial = tuple(range(2, act.ndim))
-    alpha = grad.mean(dim=spatial, keepdim=True)
-    cam = torch.relu((alpha * act).sum(1, keepdim=True)).detach()
-    mode = "bilinear" if cam.ndim == 4 else "trilinear"
-    cam = F.interpolate(cam, size=instances.shape[2:], mode=mode, align_corners=False)[:, 0]
+        for handle in handles:
+            handle.remove()
+    mode = "bilinear" if instances.ndim == 4 else "trilinear"
+    cam = 0
+    for act, grad in zip(captured, grads, strict=True):
+        alpha = grad.mean(dim=tuple(range(2, act.ndim)), keepdim=True)
+        layer_cam = torch.relu((alpha * act).sum(1, keepdim=True)).detach()
+        cam = cam + F.interpolate(layer_cam, size=instances.shape[2:], mode=mode,
+                                  align_corners=False)[:, 0]
     peak = cam.max()
     return (cam / peak if peak > 0 else cam), out.weights.detach()
 
@@ -93,7 +99,7 @@ def _plane(x: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return img, cam
 
 
-def save_heatmaps(model: SurvivalMIL, data: BagData, out_dir: str | os.PathLike,
+def save_heatmaps(model: SurvivalMIL | RiskEnsemble, data: BagData, out_dir: str | os.PathLike,
                   device: str = "cpu", alpha: float = 0.5) -> list[Path]:
     """One PNG per patient (``<patient_id>.png``): the bag's most-weighted instances.
 

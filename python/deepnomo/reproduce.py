@@ -152,13 +152,17 @@ def _radiomics_cases(data_dir: Path, spec: dict[str, Any], table: pd.DataFrame,
     return paths
 
 
-def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame) -> Path:
+def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame,
+                    spec: dict[str, Any] | None = None) -> Path:
     """pyradiomics features of the design's sequences: ``reader1.csv`` (every
-    patient) and, where the design filters on reader agreement, ``reader2.csv``."""
+    patient) and, where the design filters on reader agreement, ``reader2.csv``.
+
+    ``spec`` defaults to the study's :class:`Pipeline` radiomics entry.
+    """
     from deepnomo.commands.imaging import run_radiomics
     from deepnomo.radiomics import params_file
 
-    spec = PIPELINES[run.study].radiomics
+    spec = PIPELINES[run.study].radiomics if spec is None else spec
     params = spec["params"][run.preset if run.preset in spec["params"] else "quick"]
     key = hash_config({"data": hash_files([data_dir / "cases.csv", data_dir / "cohort.csv"]),
                        "params": hash_files([params_file(params)]), "spec": spec,
@@ -179,40 +183,74 @@ def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame) -> Path:
     return run.runner.run("radiomics", key, work)
 
 
+def radiomic_settings(preset: str, seed: int) -> dict[str, Any]:
+    """Settings of R ``radiomic_signature()`` for a preset (the paper's repeats and folds)."""
+    paper = preset == "paper"
+    return {"repeats": 100 if paper else 10, "k": 3, "nfolds": 10 if paper else 5, "seed": seed}
+
+
+def fit_radiomic_signature(features: pd.DataFrame, reader2: pd.DataFrame | None,
+                           table: pd.DataFrame, endpoint: str,
+                           settings: dict[str, Any]) -> tuple[pd.Series, dict[str, float]]:
+    """R ``radiomic_signature()`` fitted on the training cohort, applied locked to all.
+
+    Parameters
+    ----------
+    features : DataFrame
+        ``patient_id`` and one column per radiomic feature, every patient.
+    reader2 : DataFrame or None
+        Second reader's features of some training patients (ICC filter).
+    table : DataFrame
+        Cohort table (``patient_id``, ``cohort``, the endpoint's columns).
+    settings : dict
+        :func:`radiomic_settings`.
+
+    Returns
+    -------
+    score : Series
+        Signature per ``patient_id`` (index), higher = higher risk.
+    coefficients : dict
+        Selected feature -> LASSO Cox coefficient.
+    """
+    ro = r_session()
+    base = table[["patient_id", "cohort", f"{endpoint}_time", f"{endpoint}_event"]]
+    fit_score = ro.r("""function(feat, reader2, data, endpoint, repeats, k, nfolds, seed) {
+      train <- data[data$cohort == "train", ]
+      ftrain <- feat[feat$patient_id %in% train$patient_id, ]
+      sig <- deepnomo::radiomic_signature(ftrain, train, endpoint, reader2 = reader2,
+                                          repeats = repeats, k = k, nfolds = nfolds,
+                                          seed = seed)
+      score <- stats::predict(sig, feat)
+      list(scores = data.frame(patient_id = names(score), score = unname(score)),
+           features = names(sig$coefficients), coefficients = unname(sig$coefficients))
+    }""")
+    res = fit_score(to_r(features), ro.NULL if reader2 is None else to_r(reader2), to_r(base),
+                    endpoint, settings["repeats"], settings["k"], settings["nfolds"],
+                    settings["seed"])
+    scores = from_r(res.rx2("scores"))
+    return (scores.set_index("patient_id")["score"],
+            dict(zip(res.rx2("features"), res.rx2("coefficients"), strict=True)))
+
+
 def stage_radiomic_signature(run: StudyRun, rad_dir: Path, table: pd.DataFrame,
                              endpoint: str) -> Path:
     """R ``radiomic_signature()`` fitted on training, applied locked to every cohort."""
     spec = PIPELINES[run.study].radiomics
-    paper = run.preset == "paper"
-    settings = {"repeats": 100 if paper else 10, "k": 3, "nfolds": 10 if paper else 5,
-                "seed": run.seed}
+    settings = radiomic_settings(run.preset, run.seed)
     key = hash_config({"features": hash_files([rad_dir]), "settings": settings,
                        "endpoint": endpoint, "table": hash_config(
                            table[["patient_id", "cohort", f"{endpoint}_time",
                                   f"{endpoint}_event"]].to_csv())})
 
     def work(tmp: Path) -> None:
-        ro = r_session()
         r1 = pd.read_csv(rad_dir / "reader1.csv", dtype={"patient_id": str})
         r2_path = rad_dir / "reader2.csv"
         r2 = pd.read_csv(r2_path, dtype={"patient_id": str}) if r2_path.exists() else None
-        base = table[["patient_id", "cohort", f"{endpoint}_time", f"{endpoint}_event"]]
-        fit_score = ro.r("""function(feat, reader2, data, endpoint, repeats, k, nfolds, seed) {
-          train <- data[data$cohort == "train", ]
-          ftrain <- feat[feat$patient_id %in% train$patient_id, ]
-          sig <- deepnomo::radiomic_signature(ftrain, train, endpoint, reader2 = reader2,
-                                              repeats = repeats, k = k, nfolds = nfolds,
-                                              seed = seed)
-          score <- stats::predict(sig, feat)
-          list(scores = data.frame(patient_id = names(score), score = unname(score)),
-               features = names(sig$coefficients), coefficients = unname(sig$coefficients))
-        }""")
-        res = fit_score(to_r(r1), ro.NULL if r2 is None else to_r(r2), to_r(base), endpoint,
-                        settings["repeats"], settings["k"], settings["nfolds"], run.seed)
-        scores = from_r(res.rx2("scores")).rename(columns={"score": spec["signature"]})
-        scores.to_csv(tmp / "signature.csv", index=False)
-        card = {"signature": spec["signature"], "features": list(res.rx2("features")),
-                "coefficients": list(res.rx2("coefficients")), "settings": settings,
+        score, coefs = fit_radiomic_signature(r1, r2, table, endpoint, settings)
+        score.rename(spec["signature"]).rename_axis("patient_id").reset_index().to_csv(
+            tmp / "signature.csv", index=False)
+        card = {"signature": spec["signature"], "features": list(coefs),
+                "coefficients": list(coefs.values()), "settings": settings,
                 "description": "LASSO Cox radiomic signature (R radiomic_signature), "
                                "fitted on training, higher = higher risk"}
         (tmp / CARD).write_text(json.dumps(card, indent=2))
@@ -232,10 +270,11 @@ def dl_config(name: str, preset: str):
                    patience=min(cfg.patience, short["patience"]),
                    min_epochs=min(cfg.min_epochs, short["patience"]),
                    pretrain_epochs=min(cfg.pretrain_epochs, 1),
-                   seg_epochs=min(cfg.seg_epochs, 1))
+                   seg_epochs=min(cfg.seg_epochs, 1),
+                   ensemble=min(cfg.ensemble, short["ensemble"]))
 
 
-SHORT_DL = {"tiny": {"epochs": 2, "patience": 1}}  # quick and paper train as configured
+SHORT_DL = {"tiny": {"epochs": 2, "patience": 1, "ensemble": 2}}  # quick, paper: as configured
 
 
 def stage_dl(run: StudyRun, data_dir: Path, table: pd.DataFrame, name: str) -> Path:

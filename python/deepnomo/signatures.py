@@ -5,7 +5,8 @@ training, internal and external tests) with the model as it was locked at the
 end of training, and returns
 
 * the signature table: ``patient_id`` and ``sig_dl_<name>`` (log relative
-  hazard; higher = higher risk), checked with the bridge schema's rules, and
+  hazard, or an ensemble's mean standardized one; higher = higher risk),
+  checked with the bridge schema's rules, and
 * the model card: configuration, seed, training-data hash, model-file hash,
   C-index per cohort, training and scoring time.
 
@@ -94,7 +95,7 @@ def score_cohort(model_dir: str | os.PathLike, cohort: pd.DataFrame,
     column = signature_column(cfg.name)
     data = load_bags(cohort, cases_csv, cfg)
     model.to(device)
-    risk = predict_risk(model, data, device)
+    risk = predict_risk(model, data, device, tta=cfg.tta)
     table = pd.DataFrame({"patient_id": data.ids, column: risk})
     endpoint = cfg.endpoint
     check = cohort[["patient_id", "cohort", f"{endpoint}_time", f"{endpoint}_event"]].merge(
@@ -105,8 +106,12 @@ def score_cohort(model_dir: str | os.PathLike, cohort: pd.DataFrame,
     card = {
         "signature": column,
         "description": f"deep-learning signature ({cfg.backbone}, {cfg.pooling} pooling, "
-                       f"{cfg.input} of {', '.join(cfg.modalities)}); log relative hazard, "
-                       "higher = higher risk",
+                       f"{cfg.input} of {', '.join(cfg.modalities)}); " + (
+                           "log relative hazard" if cfg.ensemble == 1 else
+                           f"mean standardized log relative hazard of a {cfg.ensemble}-fold "
+                           "cross-validation ensemble") + (
+                           ", averaged over 8 in-plane flips / turns" if cfg.tta else "")
+                       + "; higher = higher risk",
         "endpoint": endpoint,
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
@@ -117,6 +122,7 @@ def score_cohort(model_dir: str | os.PathLike, cohort: pd.DataFrame,
         "validation_c_index": info["val_c_index"],
         "n_train": len(info["train_ids"]),
         "n_validation": len(info["val_ids"]),
+        "ensemble_members": info.get("members", []),
         "metrics": cohort_metrics(table, cohort, column, endpoint),
         "train_seconds": info["train_seconds"],
         "score_seconds": time.time() - start,

@@ -12,7 +12,10 @@ The pieces, each usable alone:
   then Cox partial-likelihood training with early stopping on the validation
   C-index; a checkpoint after every epoch; resume; DDP under ``torchrun``;
   AMP on CUDA. A diverging loss stops the run with the last good checkpoint kept.
-* :func:`predict_risk` -- scoring (Harrell's C: :func:`deepnomo.metrics.harrell_c`).
+  With ``ensemble: K`` it trains a K-fold cross-validation ensemble, one
+  member per fold, and locks their mean standardized risk.
+* :func:`predict_risk` -- scoring, optionally averaged over the eight in-plane
+  flips and quarter turns (Harrell's C: :func:`deepnomo.metrics.harrell_c`).
 
 Runs are deterministic on CPU for a given seed: every epoch reseeds the
 generators from ``(seed, epoch)``, so a resumed run continues exactly as an
@@ -44,7 +47,7 @@ from deepnomo.atomic import atomic_write
 from deepnomo.losses import cox_ph_loss, dice_loss, kyear_labels, smoothed_bce
 from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
-from deepnomo.nn.mil import SurvivalMIL, collate_bags
+from deepnomo.nn.mil import RiskEnsemble, SurvivalMIL, collate_bags
 from deepnomo.nn.multitask import MultiTaskCox
 
 INPUTS = ("slices", "patch", "multichannel", "tiles")
@@ -92,7 +95,18 @@ class TrainConfig:
         ``batch_size`` counts patients (bags).
     ties : {"efron", "breslow"}
     val_fraction : float
-        Share of the training cohort held out for early stopping.
+        Share of the training cohort held out for early stopping (single model).
+    ensemble : int
+        Members of a cross-validation ensemble. With ``K > 1`` the training
+        cohort is split into ``K`` event-stratified folds; member ``k`` starts
+        from seed ``seed + k``, trains on the other folds and stops early on
+        fold ``k``; the signature is the mean of the members' standardized risks
+        (:class:`deepnomo.nn.mil.RiskEnsemble`). Averaging members removes most
+        of the seed-to-seed spread that small cohorts give a single network.
+    tta : bool
+        Score patients (signature tables, ensemble standardization) as the
+        mean risk over the eight in-plane flips and quarter turns of their
+        instances (:func:`dihedral_views`); validation during training does not.
     patience : int
         Epochs without a better validation C-index before stopping.
     min_epochs : int
@@ -133,6 +147,8 @@ class TrainConfig:
     dropout: float = 0.25
     ties: str = "efron"
     val_fraction: float = 0.2
+    ensemble: int = 1
+    tta: bool = False
     patience: int = 8
     min_epochs: int = 1
     seed: int = 0
@@ -163,7 +179,7 @@ class TrainConfig:
             raise ValueError(f"config 'val_fraction': must be in (0, 1), got {self.val_fraction}")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
-        for key in ("epochs", "batch_size", "patience", "min_epochs"):
+        for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
         if self.min_epochs > self.epochs:
@@ -466,8 +482,12 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
 
 # ----------------------------------------------------------------------------- model
 
-def build_model(cfg: TrainConfig) -> SurvivalMIL:
-    """The network a configuration describes (encoder, pooling, heads)."""
+def build_model(cfg: TrainConfig) -> SurvivalMIL | RiskEnsemble:
+    """The network a configuration describes: one :class:`SurvivalMIL`, or an
+    ensemble of ``cfg.ensemble`` of them."""
+    if cfg.ensemble > 1:
+        single = dataclasses.replace(cfg, ensemble=1)
+        return RiskEnsemble([build_model(single) for _ in range(cfg.ensemble)])
     sequences = len(cfg.modalities) if cfg.input == "patch" else 1
     encoder = build_backbone(cfg.backbone, in_channels=cfg.in_channels, sequences=sequences,
                              **cfg.backbone_args)
@@ -550,33 +570,51 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
     return cox_ph_loss(out.risk.float(), time, event, ties=cfg.ties)
 
 
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The eight in-plane flips and quarter turns of instances ``(m, C, ..., H, W)``.
+
+    Tumours have no preferred in-plane orientation, so each view is an equally
+    valid image of the same patient (test-time augmentation).
+    """
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"instances: quarter turns need square planes, got {tuple(x.shape[-2:])}")
+    turns = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return turns + [t.flip(-1) for t in turns]
+
+
 @torch.no_grad()
 def _bag_outputs(model: nn.Module, data: BagData, device: str | torch.device, batch_size: int,
-                 field: str, autocast: bool) -> np.ndarray:
-    """One field of the model's output (``risk`` or ``embedding``) for every bag, in order."""
+                 field: str, autocast: bool, tta: bool = False) -> np.ndarray:
+    """One field of the model's output (``risk`` or ``embedding``) for every bag, in order;
+    with ``tta`` the mean over :func:`dihedral_views`."""
     device = torch.device(device)
     model.eval()
     out = []
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
         x, bag_index, _, _ = _batch(data, idx, device)
+        views = dihedral_views(x) if tta else [x]
         with _autocast(device, TrainConfig(amp=autocast)):
-            out.append(getattr(model(x, bag_index, len(idx)), field).float().cpu())
+            values = [getattr(model(v, bag_index, len(idx)), field).float() for v in views]
+        out.append(torch.stack(values).mean(0).cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
 
 def predict_risk(model: nn.Module, data: BagData, device: str | torch.device = "cpu",
-                 batch_size: int = 32) -> np.ndarray:
-    """Risk score (log relative hazard, higher = higher risk) per patient, model in eval mode."""
-    risk = _bag_outputs(model, data, device, batch_size, "risk", autocast=True)
+                 batch_size: int = 32, tta: bool = False) -> np.ndarray:
+    """Risk score (log relative hazard, higher = higher risk) per patient, model in eval mode.
+
+    ``tta``: mean over the eight in-plane flips and quarter turns of the instances.
+    """
+    risk = _bag_outputs(model, data, device, batch_size, "risk", autocast=True, tta=tta)
     if not np.isfinite(risk).all():
         bad = [data.ids[i] for i in np.flatnonzero(~np.isfinite(risk))[:5]]
         raise TrainingError(f"model produced non-finite risk for patient(s) {bad}")
     return risk
 
 
-def predict_embedding(model: SurvivalMIL, data: BagData, device: str | torch.device = "cpu",
-                      batch_size: int = 32) -> np.ndarray:
+def predict_embedding(model: SurvivalMIL | RiskEnsemble, data: BagData,
+                      device: str | torch.device = "cpu", batch_size: int = 32) -> np.ndarray:
     """Pooled bag features ``(n, F)`` (the input of the risk head), model in eval mode
     (full precision: they feed the multi-task network)."""
     return _bag_outputs(model, data, device, batch_size, "embedding", autocast=False)
@@ -627,7 +665,7 @@ def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
     model.shift.copy_(torch.as_tensor(x[train_idx].mean(0)))
     model.scale.copy_(torch.as_tensor(x[train_idx].std(0) + 1e-8))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    tx, tt, te, tr = (torch.as_tensor(a) for a in (x, dummy.time, dummy.event, treated))
+    tx, tt, te, tr = (torch.tensor(a) for a in (x, dummy.time, dummy.event, treated))
     best, best_epoch, best_state, history = -1.0, 0, None, []
     for epoch in range(epochs):
         model.train()
@@ -659,19 +697,31 @@ def _save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def split_train_validation(data: BagData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (by event) random split of the training cohort, fixed by the seed."""
+def split_train_validation(data: BagData, cfg: TrainConfig,
+                           member: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices, stratified by event and fixed by ``cfg.seed``.
+
+    A single model (``cfg.ensemble == 1``) holds out a random ``val_fraction``
+    of each event class. Ensemble member ``k`` holds out fold ``k`` of
+    ``cfg.ensemble`` folds: each event class is permuted and dealt round-robin,
+    so every patient validates exactly one member.
+    """
+    if not 0 <= member < cfg.ensemble:
+        raise ValueError(f"member: must be in [0, {cfg.ensemble}), got {member}")
     rng = np.random.default_rng(cfg.seed)
     val = []
     for e in (0, 1):
-        idx = np.flatnonzero(data.event == e)
-        k = int(round(cfg.val_fraction * len(idx)))
-        val.extend(rng.permutation(idx)[:k].tolist())
+        perm = rng.permutation(np.flatnonzero(data.event == e))
+        if cfg.ensemble == 1:
+            val.extend(perm[:int(round(cfg.val_fraction * len(perm)))].tolist())
+        else:
+            val.extend(perm[member::cfg.ensemble].tolist())
     val_idx = np.sort(np.array(val, dtype=int))
     train_idx = np.setdiff1d(np.arange(len(data)), val_idx)
     if data.event[train_idx].sum() < 2 or data.event[val_idx].sum() < 1:
         raise ValueError(f"event: too few events to train ({int(data.event.sum())} in "
-                         f"{len(data)} patients; need >= 2 for training and >= 1 for validation)")
+                         f"{len(data)} patients; need >= 2 for training and >= 1 for validation"
+                         + (f" in each of {cfg.ensemble} folds" if cfg.ensemble > 1 else "") + ")")
     return train_idx, val_idx
 
 
@@ -765,64 +815,37 @@ def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     return ckpt
 
 
-def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str = "auto",
-        resume: bool = False, progress: bool = True,
-        callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train a signature network on the training cohort and lock the best model.
+def _fit_member(cfg: TrainConfig, data: BagData, member: int,
+                split: tuple[np.ndarray, np.ndarray], out: Path, dev: torch.device,
+                distributed: bool, resume: bool, progress: bool,
+                callback: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Train one network (a single model, or member ``member`` of an ensemble) in ``out``.
 
-    Parameters
-    ----------
-    cfg : TrainConfig
-    data : BagData
-        Training-cohort patients only; a validation share is held out for
-        early stopping (:func:`split_train_validation`).
-    out_dir : path
-        Receives ``last.pt`` (checkpoint after every epoch) and, when training
-        finishes, ``model.pt`` (the locked model at its best validation C).
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``...
-    resume : bool
-        Continue from ``out_dir/last.pt`` (refused if written by another config).
-    progress : bool
-        Progress bar per epoch and one line with loss and validation C.
-    callback : callable, optional
-        Called after each epoch (and its checkpoint) with the epoch record.
-
-    Returns
-    -------
-    dict
-        The content of ``model.pt`` without the weights: config, hashes,
-        history, best epoch and validation C-index, split, training time.
-
-    Raises
-    ------
-    TrainingError
-        Diverging loss or NaN weights; ``last.pt`` keeps the last good epoch.
-    ConfigMismatchError
-        Resuming from a checkpoint of another configuration.
+    Returns the training state: ``best_state`` (weights at the best validation
+    C), ``best_c``, ``best_epoch``, ``history`` and ``seconds``.
     """
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    distributed = init_distributed(dev)
     rank, _ = _dist()
-    train_idx, val_idx = split_train_validation(data, cfg)
-    if cfg.seg_epochs and data.masks is None:
-        raise ValueError("config 'seg_epochs': segmentation needs masks (load_bags with_masks)")
-    _seed_all(cfg.seed)
-    model = build_model(cfg).to(dev)
+    run_cfg = dataclasses.replace(cfg, seed=cfg.seed + member, ensemble=1)  # member's streams
+    label = cfg.name if cfg.ensemble == 1 else f"{cfg.name} member {member + 1}/{cfg.ensemble}"
+    train_idx, val_idx = split
+    _seed_all(run_cfg.seed)
+    model = build_model(run_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "best_c": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
              "best_state": None, "seconds": 0.0}
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():
         ckpt = _load_checkpoint(ckpt_path, cfg)
+        if ckpt.get("member", 0) != member:
+            raise ConfigMismatchError(f"checkpoint {ckpt_path} belongs to ensemble member "
+                                      f"{ckpt.get('member', 0)}, not {member}")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state.update({k: ckpt[k] for k in state})
-        _log(f"[{cfg.name}] resumed from {ckpt_path} after epoch {state['epoch']}")
+        _log(f"[{label}] resumed from {ckpt_path} after epoch {state['epoch']}")
     elif resume:
-        _log(f"[{cfg.name}] no checkpoint in {out}; starting afresh")
+        _log(f"[{label}] no checkpoint in {out}; starting afresh")
     nets: dict[str, nn.Module] = {"pretrain": model, "cox": model}
     if cfg.seg_epochs:
         nets["seg"] = Segmenter(model)
@@ -833,15 +856,16 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         nets = {k: wrapped[id(v)] for k, v in nets.items()}
     val = data.subset(val_idx)
     total = cfg.seg_epochs + cfg.pretrain_epochs + cfg.epochs
-    data_hash = data.digest()
     start = _time.time() - state["seconds"]
     stopped = state["bad_epochs"] >= cfg.patience
     while state["epoch"] < total and not stopped:
         epoch = state["epoch"]
         phase = _phase(epoch, cfg)
-        loss = train_epoch(nets[phase], opt, data, train_idx, epoch, cfg, dev, progress)
+        loss = train_epoch(nets[phase], opt, data, train_idx, epoch, run_cfg, dev, progress)
         c = harrell_c(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
+        if cfg.ensemble > 1:
+            record["member"] = member
         cox_epochs = epoch + 1 - cfg.seg_epochs - cfg.pretrain_epochs
         if phase == "cox" and cox_epochs >= cfg.min_epochs:
             if c > state["best_c"] + 1e-9:
@@ -855,29 +879,116 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         state["history"].append(record)
         state["seconds"] = _time.time() - start
         if rank == 0:
-            _save({"config": cfg.to_dict(), "config_hash": cfg.hash(),
-                          "model": model.state_dict(), "optimizer": opt.state_dict(), **state},
-                         ckpt_path)
+            _save({"config": cfg.to_dict(), "config_hash": cfg.hash(), "member": member,
+                   "model": model.state_dict(), "optimizer": opt.state_dict(), **state},
+                  ckpt_path)
         if progress:
-            _log(f"[{cfg.name}] epoch {epoch + 1}/{total} {phase}: loss {loss:.4f}, "
+            _log(f"[{label}] epoch {epoch + 1}/{total} {phase}: loss {loss:.4f}, "
                  f"validation C-index {c:.3f}" + (" (early stop)" if stopped else ""))
         if callback is not None:
             callback(record)
     if state["best_state"] is None:
-        raise TrainingError("no Cox training epoch completed; nothing to lock")
-    model.load_state_dict(state["best_state"])
-    info = {"config": cfg.to_dict(), "config_hash": cfg.hash(), "data_hash": data_hash,
-            "seed": cfg.seed, "best_epoch": state["best_epoch"],
-            "val_c_index": state["best_c"], "history": state["history"],
-            "train_ids": [data.ids[i] for i in train_idx],
-            "val_ids": [data.ids[i] for i in val_idx],
-            "train_seconds": state["seconds"], "torch": torch.__version__}
+        raise TrainingError(f"[{label}] no Cox training epoch completed; nothing to lock")
+    return state
+
+
+def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str = "auto",
+        resume: bool = False, progress: bool = True,
+        callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train a signature network on the training cohort and lock the best model.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data : BagData
+        Training-cohort patients only; validation patients are held out for
+        early stopping (:func:`split_train_validation`).
+    out_dir : path
+        Receives ``last.pt`` (checkpoint after every epoch; for an ensemble one
+        per member, in ``member_<k>/``) and, when training finishes,
+        ``model.pt`` (the locked model: every member at its best validation C).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``...
+    resume : bool
+        Continue from the checkpoints in ``out_dir`` (refused if written by
+        another config); finished ensemble members are not retrained.
+    progress : bool
+        Progress bar per epoch and one line with loss and validation C.
+    callback : callable, optional
+        Called after each epoch (and its checkpoint) with the epoch record.
+
+    Returns
+    -------
+    dict
+        The content of ``model.pt`` without the weights: config, hashes,
+        history, best epoch and validation C-index, split, training time. For
+        an ensemble, ``best_epoch`` lists the members', ``val_c_index`` is the
+        C-index of the out-of-fold risks (each patient scored by the member
+        that validated on it, standardized like the ensemble does) and
+        ``members`` holds each member's record.
+
+    Raises
+    ------
+    TrainingError
+        Diverging loss or NaN weights; ``last.pt`` keeps the last good epoch.
+    ConfigMismatchError
+        Resuming from a checkpoint of another configuration.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    distributed = init_distributed(dev)
+    rank, _ = _dist()
+    if cfg.seg_epochs and data.masks is None:
+        raise ValueError("config 'seg_epochs': segmentation needs masks (load_bags with_masks)")
+    splits = [split_train_validation(data, cfg, k) for k in range(cfg.ensemble)]
+    data_hash = data.digest()
+    info: dict[str, Any] = {"config": cfg.to_dict(), "config_hash": cfg.hash(),
+                            "data_hash": data_hash, "seed": cfg.seed}
+    if cfg.ensemble == 1:
+        state = _fit_member(cfg, data, 0, splits[0], out, dev, distributed, resume, progress,
+                            callback)
+        model = build_model(cfg)
+        model.load_state_dict(state["best_state"])
+        train_idx, val_idx = splits[0]
+        info.update(best_epoch=state["best_epoch"], val_c_index=state["best_c"],
+                    history=state["history"], train_ids=[data.ids[i] for i in train_idx],
+                    val_ids=[data.ids[i] for i in val_idx], train_seconds=state["seconds"])
+    else:
+        model = build_model(cfg)
+        out_of_fold = np.zeros(len(data))
+        records, history = [], []
+        for k, (train_idx, val_idx) in enumerate(splits):
+            state = _fit_member(cfg, data, k, (train_idx, val_idx), out / f"member_{k}", dev,
+                                distributed, resume, progress, callback)
+            net = model.members[k]
+            net.load_state_dict(state["best_state"])
+            fitted = predict_risk(net, data.subset(train_idx), dev, tta=cfg.tta)
+            shift, scale = float(fitted.mean()), float(fitted.std())
+            if not scale > 0:
+                raise TrainingError(f"[{cfg.name} member {k + 1}/{cfg.ensemble}] gives the "
+                                    "same risk to every training patient; nothing to lock")
+            model.shift[k], model.scale[k] = shift, scale
+            out_of_fold[val_idx] = (predict_risk(net, data.subset(val_idx), dev, tta=cfg.tta)
+                                    - shift) / scale
+            records.append({"member": k, "seed": cfg.seed + k, "best_epoch": state["best_epoch"],
+                            "val_c_index": state["best_c"], "shift": shift, "scale": scale,
+                            "val_ids": [data.ids[i] for i in val_idx],
+                            "train_seconds": state["seconds"]})
+            history.extend(state["history"])
+        info.update(best_epoch=[r["best_epoch"] for r in records],
+                    val_c_index=harrell_c(out_of_fold, data.time, data.event),
+                    history=history, members=records, train_ids=list(data.ids),
+                    val_ids=list(data.ids),
+                    train_seconds=float(sum(r["train_seconds"] for r in records)))
+    info["torch"] = torch.__version__
     if rank == 0:
         _save({**info, "model": model.state_dict()}, out / MODEL)
     return info
 
 
-def load_model(model_dir: str | os.PathLike) -> tuple[SurvivalMIL, TrainConfig, dict[str, Any]]:
+def load_model(model_dir: str | os.PathLike
+               ) -> tuple[SurvivalMIL | RiskEnsemble, TrainConfig, dict[str, Any]]:
     """The locked model of a finished training run, its config and record.
 
     Raises

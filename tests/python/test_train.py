@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from deepnomo.metrics import harrell_c
+from deepnomo.nn.mil import members
 from deepnomo.train import (
     CHECKPOINT,
     MODEL,
@@ -19,7 +20,7 @@ from deepnomo.train import (
     augment,
     batch_loss,
     build_model,
-        fit,
+    fit,
     load_bags,
     load_model,
     predict_risk,
@@ -169,7 +170,9 @@ def test_default_configs_build_their_networks():
     for f in files:
         cfg = TrainConfig.from_yaml(f)
         model = build_model(cfg)
-        assert sum(p.numel() for p in model.parameters()) < 3_000_000, f.name
+        nets = members(model)
+        assert len(nets) == cfg.ensemble
+        assert sum(p.numel() for p in nets[0].parameters()) < 3_000_000, f.name
 
 
 def test_augmentation_is_reproducible_and_label_preserving():

@@ -140,3 +140,42 @@ class SurvivalMIL(nn.Module):
         z, w = self.pool(h, bag_index.to(h.device), n_bags)
         z = self.dropout(z)
         return MILOutput(self.risk_head(z).squeeze(-1), self.kyear_head(z).squeeze(-1), z, w)
+
+
+class RiskEnsemble(nn.Module):
+    """Mean of several :class:`SurvivalMIL` members' standardized risks.
+
+    The ensemble's risk is :math:`\\frac1K \\sum_k (\\eta_k - \\mu_k) / \\sigma_k`,
+    where :math:`\\eta_k` is member ``k``'s log relative hazard and
+    :math:`\\mu_k, \\sigma_k` its mean and SD on the patients it was trained on
+    (set when the member is locked), so that no member dominates by the scale of
+    its scores. The k-year logit and instance weights are the members' means;
+    the embedding is the members' embeddings concatenated, shape (n, K * F).
+
+    Parameters
+    ----------
+    members : sequence of SurvivalMIL
+        Same configuration, different training folds and seeds.
+    """
+
+    def __init__(self, members: Sequence[SurvivalMIL]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"members: an ensemble needs at least 2, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("shift", torch.zeros(len(members)))
+        self.register_buffer("scale", torch.ones(len(members)))
+
+    def forward(self, instances: torch.Tensor, bag_index: torch.Tensor,
+                n_bags: int | None = None) -> MILOutput:
+        outs = [m(instances, bag_index, n_bags) for m in self.members]
+        risk = torch.stack([(o.risk - self.shift[k]) / self.scale[k]
+                            for k, o in enumerate(outs)]).mean(0)
+        return MILOutput(risk, torch.stack([o.logit for o in outs]).mean(0),
+                         torch.cat([o.embedding for o in outs], dim=1),
+                         torch.stack([o.weights for o in outs]).mean(0))
+
+
+def members(model: nn.Module) -> list[SurvivalMIL]:
+    """The :class:`SurvivalMIL` networks of a model: itself, or an ensemble's members."""
+    return list(model.members) if isinstance(model, RiskEnsemble) else [model]

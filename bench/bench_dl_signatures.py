@@ -1,0 +1,173 @@
+"""Deep-learning signatures against the simulator's truth and against handcrafted radiomics.
+
+For each study design (quick preset), on every test cohort:
+
+* ``C dl`` -- Harrell's C of each shipped deep-learning signature, trained on
+  the training cohort by ``deepnomo reproduce``'s own stage (cached in
+  ``<out>/<study>/stages``, so a finished ``make reproduce`` is reused);
+* ``oracle`` -- C of the true imaging log-hazard (every imaging trait), and
+  ``oracle seen`` -- C of the part of it that the signature's input shows
+  (H&E tiles show only the pathology trait; MR, PET and CT show the others);
+* ``C rad`` -- C of a LASSO Cox handcrafted signature (R ``radiomic_signature``)
+  fitted on the training cohort's pyradiomics features of the same input: the
+  tumour ROI of the same sequences, or for H&E the 2D first-order and texture
+  features of each tile's optical density (summed over RGB), averaged per patient.
+
+The targets are ``C dl >= 0.9 oracle`` (``ratio``) and ``C dl > C rad``.
+Training seconds are the model card's (every ensemble member included).
+
+Usage: ``python bench/bench_dl_signatures.py [--out results] [--seed 1] [study ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from deepnomo.bridge.schema import read_cohort
+from deepnomo.metrics import harrell_c
+from deepnomo.reproduce import (
+    PIPELINES,
+    STUDIES,
+    StudyRun,
+    dl_config,
+    fit_radiomic_signature,
+    radiomic_settings,
+    stage_dl,
+    stage_multitask,
+    stage_radiomics,
+    stage_synth,
+)
+from deepnomo.synth import get_design
+from deepnomo.synth.phenotype import BETA, TRAITS
+
+PRESET = "quick"
+IMAGE_MODALITIES = ("t1", "t2", "t1c", "pet", "ct")  # what pyradiomics reads here
+
+
+def seen_truth(table: pd.DataFrame, modalities: list[str]) -> pd.Series:
+    """True log-hazard of the traits an input shows: pathology on H&E, the rest elsewhere."""
+    traits = ["pathology"] if modalities == ["he"] else list(TRAITS)
+    return sum(BETA[t] * table[f"truth_z_{t}"] for t in traits)
+
+
+def tile_features(data_dir: Path) -> pd.DataFrame:
+    """Handcrafted H&E features per patient: pyradiomics 2D first-order, GLCM, GLRLM and
+    GLSZM of each tile's optical density (inside a one-pixel border), mean over tiles."""
+    import logging
+
+    import numpy as np
+    import SimpleITK as sitk
+    from PIL import Image
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    extractor = RadiomicsFeatureExtractor({
+        "setting": {"force2D": True, "binCount": 32, "label": 1},
+        "imageType": {"Original": {}},
+        "featureClass": {"firstorder": None, "glcm": None, "glrlm": None, "glszm": None}})
+    cases = pd.read_csv(data_dir / "cases.csv", dtype={"patient_id": str})
+    rows = []
+    for pid, image in cases.loc[cases["modality"] == "he", ["patient_id", "image"]].itertuples(
+            index=False):
+        with Image.open(data_dir / image) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.float64)
+        od = -np.log((rgb + 1.0) / 256.0).sum(axis=2)
+        mask = np.zeros((1, *od.shape), np.uint8)
+        mask[0, 1:-1, 1:-1] = 1
+        feats = extractor.execute(sitk.GetImageFromArray(od[None]), sitk.GetImageFromArray(mask))
+        rows.append({"patient_id": pid, **{f"he_{k}": float(v) for k, v in feats.items()
+                                           if not k.startswith("diagnostics")}})
+    return pd.DataFrame(rows).groupby("patient_id", sort=False).mean().reset_index()
+
+
+def radiomic_scores(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint: str,
+                    modalities: list[str]) -> pd.Series:
+    """LASSO Cox handcrafted signature on the features of ``modalities``, fitted on training."""
+    settings = radiomic_settings(PRESET, run.seed)
+    if modalities == ["he"]:
+        return fit_radiomic_signature(tile_features(data_dir), None, table, endpoint,
+                                      settings)[0]
+    spec = PIPELINES[run.study].radiomics or {
+        "modalities": [m for m in get_design(run.study, PRESET)[0].modalities
+                       if m in IMAGE_MODALITIES],
+        "params": {"quick": "quick"}, "signature": "sig_rad", "icc_patients": 0}
+    rad = stage_radiomics(run, data_dir, table, spec)
+    keep = ["patient_id"]
+    r1 = pd.read_csv(rad / "reader1.csv", dtype={"patient_id": str})
+    keep += [c for c in r1.columns if c.split("_", 1)[0] in modalities]
+    r2_path = rad / "reader2.csv"
+    r2 = pd.read_csv(r2_path, dtype={"patient_id": str})[keep] if r2_path.exists() else None
+    return fit_radiomic_signature(r1[keep], r2, table, endpoint, settings)[0]
+
+
+def study_rows(study: str, out: Path, seed: int) -> list[dict]:
+    run = StudyRun(study, PRESET, seed, out / study, log=lambda msg: None)
+    data_dir = stage_synth(run)
+    table, manifest = read_cohort(data_dir / "cohort.csv")
+    endpoint = next(iter(manifest["endpoints"]))
+    pipe = PIPELINES[study]
+    sigs = []  # (column, modalities, signature.csv, training seconds)
+    dl_dirs = []
+    for name in pipe.dl:
+        d = stage_dl(run, data_dir, table, name)
+        card = json.loads((d / "signature.model_card.json").read_text())
+        cfg = dl_config(name, PRESET)
+        sigs.append((card["signature"], list(cfg.modalities), d / "signature.csv",
+                     card["train_seconds"]))
+        dl_dirs.append(d)
+    if pipe.multitask:
+        d = stage_multitask(run, data_dir, table, endpoint, dl_dirs)
+        sigs.append(("sig_dl_prognostic", ["t1", "t2", "t1c"], d / "signature.csv",
+                     sum(s[3] for s in sigs)))
+    table = table.set_index("patient_id")
+    rad_cache: dict[tuple[str, ...], pd.Series] = {}
+    rows = []
+    for column, modalities, csv, seconds in sigs:
+        key = tuple(modalities)
+        if key not in rad_cache:
+            rad_cache[key] = radiomic_scores(run, data_dir, table.reset_index(), endpoint,
+                                             modalities)
+        dl = pd.read_csv(csv, dtype={"patient_id": str}).set_index("patient_id")[column]
+        seen = seen_truth(table, modalities)
+        for label, part in table.groupby("cohort", sort=False):
+            if label == "train":
+                continue
+            t, e = part[f"{endpoint}_time"].to_numpy(), part[f"{endpoint}_event"].to_numpy()
+            ids = part.index
+
+            def c(score, t=t, e=e, ids=ids):
+                return harrell_c(score.loc[ids].to_numpy(float), t, e)
+
+            c_dl, c_rad = c(dl), c(rad_cache[key])
+            oracle, oracle_seen = c(part["truth_lp_imaging"]), c(seen)
+            rows.append({"study": study, "signature": column, "input": "+".join(modalities),
+                         "cohort": label, "n": len(part), "events": int(e.sum()),
+                         "C dl": c_dl, "oracle": oracle, "ratio": c_dl / oracle,
+                         "oracle seen": oracle_seen, "ratio seen": c_dl / oracle_seen,
+                         "C rad": c_rad, "dl > rad": c_dl > c_rad,
+                         "train s": round(seconds, 1)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("studies", nargs="*", default=list(STUDIES))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rows = [r for s in args.studies for r in study_rows(s, args.out, args.seed)]
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    near = table["ratio seen"] >= 0.9
+    print(f"\nC dl >= 0.9 x oracle of what the input shows: {int(near.sum())} of {len(table)} "
+          f"rows; C dl > C rad: {int(table['dl > rad'].sum())}; both: "
+          f"{int((near & table['dl > rad']).sum())}")
+
+
+if __name__ == "__main__":
+    main()
