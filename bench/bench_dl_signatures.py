@@ -30,6 +30,7 @@ import pandas as pd
 from deepnomo.bridge.schema import read_cohort
 from deepnomo.metrics import harrell_c
 from deepnomo.reproduce import (
+    CARD,
     PIPELINES,
     STUDIES,
     StudyRun,
@@ -114,7 +115,7 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
     dl_dirs = []
     for name in pipe.dl:
         d = stage_dl(run, data_dir, table, name)
-        card = json.loads((d / "signature.model_card.json").read_text())
+        card = json.loads((d / CARD).read_text())
         cfg = dl_config(name, PRESET)
         sigs.append((card["signature"], list(cfg.modalities), d / "signature.csv",
                      card["train_seconds"]))
@@ -123,17 +124,16 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
         d = stage_multitask(run, data_dir, table, endpoint, dl_dirs)
         sigs.append(("sig_dl_prognostic", ["t1", "t2", "t1c"], d / "signature.csv",
                      sum(s[3] for s in sigs)))
-    table = table.set_index("patient_id")
+    by_id = table.set_index("patient_id")
     rad_cache: dict[tuple[str, ...], pd.Series] = {}
     rows = []
     for column, modalities, csv, seconds in sigs:
         key = tuple(modalities)
         if key not in rad_cache:
-            rad_cache[key] = radiomic_scores(run, data_dir, table.reset_index(), endpoint,
-                                             modalities)
+            rad_cache[key] = radiomic_scores(run, data_dir, table, endpoint, modalities)
         dl = pd.read_csv(csv, dtype={"patient_id": str}).set_index("patient_id")[column]
-        seen = seen_truth(table, modalities)
-        for label, part in table.groupby("cohort", sort=False):
+        seen = seen_truth(by_id, modalities)
+        for label, part in by_id.groupby("cohort", sort=False):
             if label == "train":
                 continue
             t, e = part[f"{endpoint}_time"].to_numpy(), part[f"{endpoint}_event"].to_numpy()

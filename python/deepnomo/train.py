@@ -963,14 +963,13 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                                 distributed, resume, progress, callback)
             net = model.members[k]
             net.load_state_dict(state["best_state"])
-            fitted = predict_risk(net, data.subset(train_idx), dev, tta=cfg.tta)
-            shift, scale = float(fitted.mean()), float(fitted.std())
+            risk = predict_risk(net, data, dev, tta=cfg.tta)  # one pass: its folds and fold k
+            shift, scale = float(risk[train_idx].mean()), float(risk[train_idx].std())
             if not scale > 0:
                 raise TrainingError(f"[{cfg.name} member {k + 1}/{cfg.ensemble}] gives the "
                                     "same risk to every training patient; nothing to lock")
             model.shift[k], model.scale[k] = shift, scale
-            out_of_fold[val_idx] = (predict_risk(net, data.subset(val_idx), dev, tta=cfg.tta)
-                                    - shift) / scale
+            out_of_fold[val_idx] = (risk[val_idx] - shift) / scale
             records.append({"member": k, "seed": cfg.seed + k, "best_epoch": state["best_epoch"],
                             "val_c_index": state["best_c"], "shift": shift, "scale": scale,
                             "val_ids": [data.ids[i] for i in val_idx],
