@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepnomo.bridge.rconvert import r_session
+from deepnomo.bridge.rconvert import r_session, series_to_r
 from deepnomo.bridge.schema import read_cohort
 from deepnomo.metrics import harrell_c
 from deepnomo.reproduce import (
@@ -69,7 +69,6 @@ def tile_features(data_dir: Path) -> pd.DataFrame:
     GLSZM of each tile's optical density (inside a one-pixel border), mean over tiles."""
     import logging
 
-    import numpy as np
     import SimpleITK as sitk
     from PIL import Image
     from radiomics.featureextractor import RadiomicsFeatureExtractor
@@ -117,13 +116,12 @@ def radiomic_scores(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint
 def compare_c(score_dl: np.ndarray, score_rad: np.ndarray, time: np.ndarray,
               event: np.ndarray) -> tuple[float, float]:
     """Standard error and two-sided p of ``C(score_dl) - C(score_rad)`` (R ``compare_c_index``)."""
-    import rpy2.robjects as ro
-
     fn = r_session().r("""function(a, b, t, e) {
       r <- deepnomo::compare_c_index(a, b, t, e, method = "kang")
       c(r$se, r$p_value_two_sided)
     }""")
-    se, p = fn(*(ro.FloatVector(np.asarray(v, float)) for v in (score_dl, score_rad, time, event)))
+    se, p = fn(*(series_to_r(pd.Series(v, dtype=float))
+                 for v in (score_dl, score_rad, time, event)))
     return float(se), float(p)
 
 
