@@ -88,6 +88,11 @@ class TrainConfig:
         (D, H, W) of 3D patches.
     max_slices : int or None
         Most slices per bag (the largest tumour sections are kept by the crops).
+    spacing_mm : list of float or None
+        (x, y, z) voxel spacing, mm: images (linearly) and masks (nearest
+        neighbour) are resampled to it before cropping, so that a crop spans the
+        same physical extent, and a tumour the same number of voxels, at every
+        center. None crops each volume on its own grid.
     normalize : {"zscore", "none"}
         Per image volume: subtract its mean and divide by its SD before cropping
         (removes scanner scale and offset); tiles are always scaled to [0, 1].
@@ -139,6 +144,7 @@ class TrainConfig:
     crop_size: int = 64
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
     max_slices: int | None = 8
+    spacing_mm: list[float] | None = None
     normalize: str = "zscore"
     epochs: int = 30
     batch_size: int = 32
@@ -182,6 +188,10 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
+        if self.spacing_mm is not None and (len(self.spacing_mm) != 3
+                                            or min(self.spacing_mm) <= 0):
+            raise ValueError(f"config 'spacing_mm': expected three positive spacings (x, y, z) "
+                             f"in mm, got {self.spacing_mm}")
         if self.min_epochs > self.epochs:
             raise ValueError(f"config 'min_epochs': {self.min_epochs} exceeds epochs "
                              f"{self.epochs}")
@@ -290,7 +300,13 @@ class BagData:
 
 # ----------------------------------------------------------------------------- data
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, spacing: Sequence[float] | None = None,
+                interpolator: str = "linear") -> np.ndarray:
+    """A PNG as (H, W, 3), or a volume as (z, y, x), optionally resampled to ``spacing``.
+
+    Resampling interpolates in float32 (an integer output type would truncate);
+    a volume already on ``spacing`` is returned as stored.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"cases: image file {path} does not exist")
     if path.suffix.lower() == ".png":
@@ -301,9 +317,18 @@ def _read_image(path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ValueError(f"cases: cannot read image {path}: {exc}") from exc
+    if spacing is not None:
+        from deepnomo.preprocess import resample
+
+        if image.GetDimension() != 3:
+            raise ValueError(f"cases: image {path} has {image.GetDimension()} dimensions; "
+                             "config 'spacing_mm' needs 3D volumes")
+        if not np.allclose(image.GetSpacing(), spacing, rtol=0.0, atol=1e-6):  # else: as is
+            image = resample(sitk.Cast(image, sitk.sitkFloat32), spacing, interpolator)
+    return sitk.GetArrayFromImage(image).astype(np.float32)
 
 
 def _tile(image: np.ndarray, size: int) -> np.ndarray:
@@ -323,8 +348,9 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
     from deepnomo import crops  # imaging side: tumour-centred crops
 
     first = by_mod[cfg.modalities[0]].iloc[0]
-    mask = _read_image(root / first["mask"]) > 0
-    images = [_read_image(root / by_mod[m].iloc[0]["image"]) for m in cfg.modalities]
+    mask = _read_image(root / first["mask"], cfg.spacing_mm, "nearest") > 0
+    images = [_read_image(root / by_mod[m].iloc[0]["image"], cfg.spacing_mm)
+              for m in cfg.modalities]
     if cfg.normalize == "zscore":
         images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
     if cfg.input == "slices":

@@ -217,6 +217,58 @@ def test_tiles_are_loaded_and_ids_checked(tmp_path):
         load_bags(cohort2, tmp_path / "cases.csv", cfg)
 
 
+def test_spacing_mm_gives_every_center_the_same_physical_crop(tmp_path):
+    """One 12 mm sphere (off the voxel centres) scanned on 2 x 2 x 4 mm and 1 x 1 x 2 mm grids."""
+    import SimpleITK as sitk
+
+    rows = []
+    for pid, spacing in (("coarse", (2.0, 2.0, 4.0)), ("fine", (1.0, 1.0, 2.0))):
+        size = [int(64 / s) for s in spacing]  # a 64 mm cube centred on the origin
+        axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(size, spacing, strict=True)]
+        z, y, x = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+        inside = ((x - 3.3) ** 2 + (y + 2.7) ** 2 + (z - 1.1) ** 2) <= 12.0 ** 2
+        for name, arr in (("img", 50.0 + x - 0.5 * y), ("mask", inside)):
+            im = sitk.GetImageFromArray(arr.astype(np.float32 if name == "img" else np.uint8))
+            im.SetSpacing(spacing)
+            im.SetOrigin([-(n - 1) / 2 * s for n, s in zip(size, spacing, strict=True)])
+            sitk.WriteImage(im, str(tmp_path / f"{pid}_{name}.nii.gz"))
+        rows.append({"patient_id": pid, "modality": "t1", "image": f"{pid}_img.nii.gz",
+                     "mask": f"{pid}_mask.nii.gz"})
+    pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
+    cohort = pd.DataFrame({"patient_id": ["coarse", "fine"], "cohort": ["train", "test"],
+                           "os_time": [5.0, 7.0], "os_event": [1, 0]})
+    base = dict(input="multichannel", modalities=["t1"], endpoint="os", crop_size=20,
+                max_slices=None, normalize="none")
+    native = load_bags(cohort, tmp_path / "cases.csv", TrainConfig(**base))
+    same = load_bags(cohort, tmp_path / "cases.csv",
+                     TrainConfig(**base, spacing_mm=[2.0, 2.0, 4.0]))
+    roi = [b[:, -1].sum() for b in native.bags]  # ROI voxels of the kept sections
+    assert roi[1] / roi[0] == pytest.approx(4.0 * 2.0, rel=0.15)  # 4x in-plane, 2x the slices
+    coarse, fine = same.bags
+    assert coarse.shape == fine.shape == native.bags[0].shape
+    assert fine[:, -1].sum() == pytest.approx(coarse[:, -1].sum(), rel=0.1)
+    # the image 50 + x - y / 2 (mm) is linear: linear resampling reproduces the coarse scan
+    np.testing.assert_allclose(fine[:, 0], coarse[:, 0], atol=0.6)
+    with pytest.raises(ValueError, match="config 'spacing_mm': expected three positive"):
+        TrainConfig(spacing_mm=[2.0, 2.0])
+
+
+def test_resampling_an_integer_scan_interpolates_without_truncation(tmp_path):
+    import SimpleITK as sitk
+
+    from deepnomo.train import _read_image
+
+    fine = np.random.default_rng(3).integers(-300, 300, (8, 16, 16)).astype(np.int16)
+    im = sitk.GetImageFromArray(fine)
+    im.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(im, str(tmp_path / "ct.nii.gz"))
+    # each 2 x 2 x 4 mm voxel centre is the centre of 2 x 2 x 2 fine voxels: their mean
+    block = fine.reshape(4, 2, 8, 2, 8, 2).astype(float).mean(axis=(1, 3, 5))
+    out = _read_image(tmp_path / "ct.nii.gz", [2.0, 2.0, 4.0])
+    np.testing.assert_allclose(out, block, atol=1e-3)
+    np.testing.assert_array_equal(_read_image(tmp_path / "ct.nii.gz", [1.0, 1.0, 2.0]), fine)
+
+
 def _ddp_worker(rank, init_file, cfg_dict, out_dir):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
                                          rank=rank, world_size=2)
