@@ -57,6 +57,13 @@ def resample(image: sitk.Image, spacing: Sequence[float], interpolator: str = "l
     spacing : target spacing per axis (x, y, z), mm.
     interpolator : ``"linear"`` or ``"bspline"`` for images, ``"nearest"`` for masks.
     default_value : value outside the old grid.
+
+    Returns
+    -------
+    SimpleITK.Image
+        float32 for ``"linear"`` and ``"bspline"`` (interpolating into an integer
+        type would truncate), the input's pixel type for ``"nearest"``. An image
+        already on ``spacing`` (within 1e-6 mm) keeps its voxel values exactly.
     """
     if interpolator not in INTERPOLATORS:
         raise ValueError(f"interpolator: {interpolator!r}; expected one of {list(INTERPOLATORS)}")
@@ -65,6 +72,10 @@ def resample(image: sitk.Image, spacing: Sequence[float], interpolator: str = "l
     if spacing.shape != old_spacing.shape or np.any(spacing <= 0):
         raise ValueError(f"spacing: {spacing.tolist()} must have {old_spacing.size} positive "
                          "values (mm)")
+    if interpolator != "nearest":
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    if np.allclose(old_spacing, spacing, rtol=0.0, atol=1e-6):  # the same grid
+        return sitk.Image(image)
     old_size = np.asarray(image.GetSize(), dtype=float)
     size = np.maximum(np.round(old_size * old_spacing / spacing), 1).astype(int)
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(old_spacing.size, -1)

@@ -302,11 +302,8 @@ class BagData:
 
 def _read_image(path: Path, spacing: Sequence[float] | None = None,
                 interpolator: str = "linear") -> np.ndarray:
-    """A PNG as (H, W, 3), or a volume as (z, y, x), optionally resampled to ``spacing``.
-
-    Resampling interpolates in float32 (an integer output type would truncate);
-    a volume already on ``spacing`` is returned as stored.
-    """
+    """A PNG as (H, W, 3), or a volume as (z, y, x), optionally resampled to ``spacing``
+    (:func:`deepnomo.preprocess.resample`)."""
     if not path.is_file():
         raise FileNotFoundError(f"cases: image file {path} does not exist")
     if path.suffix.lower() == ".png":
@@ -326,8 +323,7 @@ def _read_image(path: Path, spacing: Sequence[float] | None = None,
         if image.GetDimension() != 3:
             raise ValueError(f"cases: image {path} has {image.GetDimension()} dimensions; "
                              "config 'spacing_mm' needs 3D volumes")
-        if not np.allclose(image.GetSpacing(), spacing, rtol=0.0, atol=1e-6):  # else: as is
-            image = resample(sitk.Cast(image, sitk.sitkFloat32), spacing, interpolator)
+        image = resample(image, spacing, interpolator)
     return sitk.GetArrayFromImage(image).astype(np.float32)
 
 

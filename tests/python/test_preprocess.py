@@ -87,6 +87,19 @@ def test_linear_resampling_reproduces_a_linear_ramp():
         resample(img, (1, 1), "linear")
 
 
+def test_resampling_an_integer_scan_interpolates_without_truncation():
+    fine = np.random.default_rng(3).integers(-300, 300, (8, 16, 16)).astype(np.int16)
+    img = _image(fine, (1.0, 1.0, 2.0))
+    # each 2 x 2 x 4 mm voxel centre is the centre of 2 x 2 x 2 fine voxels: their mean
+    block = fine.reshape(4, 2, 8, 2, 8, 2).astype(float).mean(axis=(1, 3, 5))
+    out = resample(img, (2.0, 2.0, 4.0), "linear")
+    assert out.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_allclose(sitk.GetArrayFromImage(out), block, atol=1e-3)
+    same = resample(img, (1.0, 1.0, 2.0), "linear")  # already on the grid: values as stored
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(same), fine)
+    assert resample(img, (2.0, 2.0, 4.0), "nearest").GetPixelID() == sitk.sitkInt16
+
+
 def test_reorient_keeps_physical_positions():
     arr = np.zeros((6, 7, 8), np.float32)
     arr[1, 2, 3] = 5.0
