@@ -80,7 +80,9 @@ class TrainConfig:
     modalities : list of str
         Values of ``cases.csv``'s ``modality`` column used, in channel order.
     backbone, backbone_args : str, dict
-        Encoder name and keyword arguments (see ``deepnomo.nn.backbones``).
+        Encoder name and keyword arguments (see ``deepnomo.nn.backbones``);
+        ``pool: roi_stats`` pools the last feature map to its mean and SD over
+        the ROI channel (``multichannel`` input).
     pooling : {"mean", "max", "attention"}
     crop_size : int
         Side of 2D crops / tiles in pixels.
@@ -183,6 +185,9 @@ class TrainConfig:
                              "(use 'multichannel' for several)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"config 'val_fraction': must be in (0, 1), got {self.val_fraction}")
+        if self.backbone_args.get("pool") == "roi_stats" and self.input != "multichannel":
+            raise ValueError("config 'backbone_args': pool 'roi_stats' needs input "
+                             "'multichannel' (its last channel is the ROI)")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
         for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble"):

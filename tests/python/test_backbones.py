@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deepnomo.losses import dice_loss
-from deepnomo.nn.backbones import UNet3D, build_backbone
+from deepnomo.nn.backbones import UNet3D, build_backbone, roi_statistics_pool
 
 # Parameter counts of the reference architectures without their 1000-class
 # classifier (ImageNet models: ResNet-18 11,689,512 - 513,000;
@@ -71,8 +71,60 @@ def test_unet_segments_and_learns_a_blob():
         net(torch.zeros(1, 1, 10, 16, 16))
 
 
+def test_roi_statistics_pool_matches_weighted_moments_over_the_roi():
+    gen = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 3, 4, 4, generator=gen)
+    roi = torch.zeros(2, 1, 8, 8)
+    roi[0, 0, 2:6, 0:4] = 1.0  # covers map pixels (1-2, 0-1) fully
+    roi[1, 0, :, :] = 1.0
+    roi[1, 0, 0, 0] = 0.0  # map pixel (0, 0) is 3/4 inside
+    out = roi_statistics_pool(f, roi)
+    assert out.shape == (2, 6)
+    # independent computation: area-averaged ROI weights, weighted mean and SD
+    for i in range(2):
+        w = roi[i, 0].reshape(4, 2, 4, 2).mean(dim=(1, 3)).double()
+        w = w / w.sum()
+        for c in range(3):
+            x = f[i, c].double()
+            mean = (w * x).sum()
+            sd = torch.sqrt((w * (x - mean) ** 2).sum() + 1e-4)
+            assert abs(float(out[i, c]) - float(mean)) < 1e-5
+            assert abs(float(out[i, 3 + c]) - float(sd)) < 1e-5
+    # what lies outside the ROI does not count
+    g = f.clone()
+    g[0, :, 0, :] += 100.0
+    torch.testing.assert_close(roi_statistics_pool(g, roi)[0], out[0])
+
+
+def test_roi_stats_pooling_sees_texture_that_global_mean_pooling_averages_away():
+    """A fixed Laplacian filter as the "network": inside the ROI a fine checkerboard
+    texture of amplitude a; the pooled SD grows in proportion to a, the global mean
+    of the map does not (it is ~0 for every amplitude)."""
+    net = build_backbone("resnet18", in_channels=2, width=8, layers=(1,), stem="small",
+                         pool="roi_stats")
+    assert net.out_features == 16
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    roi = ((yy - 8) ** 2 + (xx - 8) ** 2 < 25).float()
+    checker = ((yy + xx) % 2 * 2 - 1).float()
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    sds, means = [], []
+    for a in (0.5, 1.0, 2.0):
+        x = torch.stack([a * checker * roi, roi])[None]
+        fmap = torch.nn.functional.conv2d(x[:, :1], lap, padding=1)
+        pooled = roi_statistics_pool(fmap, x[:, -1:])
+        means.append(float(fmap.mean()))
+        sds.append(float(pooled[0, 1]))
+    assert sds[1] / sds[0] == pytest.approx(2.0, rel=0.01)
+    assert sds[2] / sds[0] == pytest.approx(4.0, rel=0.01)
+    assert max(abs(m) for m in means) < 0.5 < sds[0]
+    y = net(torch.randn(3, 2, 16, 16))
+    assert y.shape == (3, 16) and bool((y[:, 8:] > 0).all())  # SDs are positive
+
+
 def test_bad_backbone_arguments():
     with pytest.raises(ValueError, match="unknown name"):
         build_backbone("vgg")
+    with pytest.raises(ValueError, match="pool: expected"):
+        build_backbone("efficientnet_lite0", pool="max")
     with pytest.raises(ValueError, match="cardinality"):
         build_backbone("se_resnext", width=32, cardinality=5)

@@ -151,6 +151,8 @@ def test_bad_training_input_is_refused():
         TrainConfig(input="video")
     with pytest.raises(ValueError, match="'min_epochs': 4 exceeds epochs 3"):
         TrainConfig(epochs=3, min_epochs=4)
+    with pytest.raises(ValueError, match="pool 'roi_stats' needs input 'multichannel'"):
+        TrainConfig(input="slices", backbone_args={"pool": "roi_stats"})
 
 
 def test_config_yaml_round_trip_and_hash(tmp_path):

@@ -2,7 +2,9 @@
 
 Every encoder maps a batch of instances to feature vectors,
 ``(N, C, *spatial) -> (N, out_features)``, and exposes ``cam_layer``: the module
-whose output is the last spatial feature map (the target of Grad-CAM).
+whose output is the last spatial feature map (the target of Grad-CAM). The 2D
+encoders pool that map either by its global mean or by its mean and SD over the
+ROI (:func:`roi_statistics_pool`, ``pool="roi_stats"``).
 
 * :class:`ResNet18` -- basic-block ResNet (He et al. 2016), 2D.
 * :class:`SEResNeXt` -- grouped-convolution bottlenecks (Xie et al. 2017) with
@@ -31,6 +33,56 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
     if act is not None:
         layers.append(act(inplace=True))
     return nn.Sequential(*layers)
+
+
+POOLS = ("mean", "roi_stats")
+
+
+def roi_statistics_pool(features: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation of each feature map over a soft ROI.
+
+    .. math::
+        \\mu_c = \\sum_p w_p f_c(p), \\qquad
+        \\sigma_c = \\Big(\\sum_p w_p (f_c(p) - \\mu_c)^2 + 10^{-4}\\Big)^{1/2},
+        \\qquad w_p = r_p / \\textstyle\\sum_q r_q,
+
+    with :math:`r` the ROI resampled to the map by area averaging. The SD of
+    filter responses over the tumour is what grey-level texture statistics
+    measure, and restricting both moments to the ROI keeps the surrounding
+    tissue out of them. Mean-and-SD ("statistics") pooling is that of x-vector
+    networks (Snyder et al. 2018, ICASSP); like orderless texture encodings
+    (Zhang et al. 2017, Deep TEN, CVPR) it discards where a response occurs.
+
+    Parameters
+    ----------
+    features : Tensor, shape (N, F, h, w)
+    roi : Tensor, shape (N, 1, H, W)
+        ROI membership (0-1) of each instance, at the input resolution.
+
+    Returns
+    -------
+    Tensor, shape (N, 2F): the means, then the SDs.
+    """
+    r = nn.functional.adaptive_avg_pool2d(roi.clamp_min(0), features.shape[-2:])
+    w = r / r.sum(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    mean = (features * w).sum(dim=(2, 3))
+    var = ((features - mean[:, :, None, None]) ** 2 * w).sum(dim=(2, 3))
+    return torch.cat([mean, torch.sqrt(var + 1e-4)], dim=1)
+
+
+class _Pooled2D(nn.Module):
+    """A 2D encoder's pooling: global mean, or ROI statistics of the last input channel."""
+
+    def _set_pool(self, pool: str, channels: int) -> None:
+        if pool not in POOLS:
+            raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
+        self.pool = pool
+        self.out_features = channels * (2 if pool == "roi_stats" else 1)
+
+    def _pool(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.pool == "roi_stats":
+            return roi_statistics_pool(features, x[:, -1:])
+        return features.mean(dim=(2, 3))
 
 
 def _stem(in_channels: int, width: int, stem: str) -> nn.Sequential:
@@ -70,7 +122,7 @@ def _residual_stages(block: Callable[[int, int, int], nn.Module], cin: int, widt
     return nn.Sequential(*stages), cin
 
 
-class ResNet18(nn.Module):
+class ResNet18(_Pooled2D):
     """ResNet with basic blocks; ``layers=(2, 2, 2, 2)`` and ``width=64`` is ResNet-18.
 
     Parameters
@@ -81,17 +133,22 @@ class ResNet18(nn.Module):
     layers : sequence of int
         Blocks per stage (its length is the number of stages).
     stem : {"imagenet", "small"}
+    pool : {"mean", "roi_stats"}
+        Global mean of the last map, or its ROI mean and SD (the last input
+        channel is the ROI; twice the features).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 64,
-                 layers: Sequence[int] = (2, 2, 2, 2), stem: str = "imagenet") -> None:
+                 layers: Sequence[int] = (2, 2, 2, 2), stem: str = "imagenet",
+                 pool: str = "mean") -> None:
         super().__init__()
         self.stem = _stem(in_channels, width, stem)
-        self.stages, self.out_features = _residual_stages(_BasicBlock, width, width, layers)
+        self.stages, channels = _residual_stages(_BasicBlock, width, width, layers)
+        self._set_pool(pool, channels)
         self.cam_layer = self.stages[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x)).mean(dim=(2, 3))
+        return self._pool(self.stages(self.stem(x)), x)
 
 
 class _SqueezeExcite(nn.Module):
@@ -120,7 +177,7 @@ class _SEXBlock(nn.Module):
         return self.act(self.body(x) + self.skip(x))
 
 
-class SEResNeXt(nn.Module):
+class SEResNeXt(_Pooled2D):
     """SE-ResNeXt: bottlenecks with grouped 3x3 convolutions and squeeze-and-excitation.
 
     ``width=256, layers=(3, 4, 6, 3), cardinality=32`` is SE-ResNeXt-50 (32x4d).
@@ -137,23 +194,26 @@ class SEResNeXt(nn.Module):
     reduction : int
         Squeeze-and-excitation reduction ratio.
     stem : {"imagenet", "small"}
+    pool : {"mean", "roi_stats"}
+        As in :class:`ResNet18`.
     """
 
     def __init__(self, in_channels: int = 1, width: int = 256,
                  layers: Sequence[int] = (3, 4, 6, 3), cardinality: int = 32,
-                 reduction: int = 16, stem: str = "imagenet") -> None:
+                 reduction: int = 16, stem: str = "imagenet", pool: str = "mean") -> None:
         super().__init__()
         if (width // 2) % cardinality:
             raise ValueError(f"cardinality: {cardinality} must divide width/2 = {width // 2}")
         stem_width = max(width // 4, 8)
         self.stem = _stem(in_channels, stem_width, stem)
-        self.stages, self.out_features = _residual_stages(
+        self.stages, channels = _residual_stages(
             lambda cin, cout, stride: _SEXBlock(cin, cout, stride, cardinality, reduction),
             stem_width, width, layers)
+        self._set_pool(pool, channels)
         self.cam_layer = self.stages[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x)).mean(dim=(2, 3))
+        return self._pool(self.stages(self.stem(x)), x)
 
 
 class _MBConv(nn.Module):
@@ -180,7 +240,7 @@ def _round_channels(c: float, divisor: int = 8) -> int:
     return max(divisor, int(c + divisor / 2) // divisor * divisor)
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(_Pooled2D):
     """EfficientNet-lite0: MBConv blocks, ReLU6, no squeeze-and-excitation.
 
     Parameters
@@ -193,10 +253,12 @@ class EfficientNetLite0(nn.Module):
         How many of the seven MBConv stages to keep (fewer for small crops).
     head_channels : int
         Channels of the final 1x1 convolution (1280 in lite0).
+    pool : {"mean", "roi_stats"}
+        As in :class:`ResNet18`.
     """
 
     def __init__(self, in_channels: int = 3, width_mult: float = 1.0, depth_mult: float = 1.0,
-                 n_stages: int = 7, head_channels: int = 1280) -> None:
+                 n_stages: int = 7, head_channels: int = 1280, pool: str = "mean") -> None:
         super().__init__()
         if not 1 <= n_stages <= len(_EFFNET_STAGES):
             raise ValueError(f"n_stages: must be in 1..{len(_EFFNET_STAGES)}, got {n_stages}")
@@ -210,11 +272,11 @@ class EfficientNetLite0(nn.Module):
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.head = _conv_bn(cin, head_channels, 1, act=nn.ReLU6)
-        self.out_features = head_channels
+        self._set_pool(pool, head_channels)
         self.cam_layer = self.head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
+        return self._pool(self.head(self.blocks(self.stem(x))), x)
 
 
 def _double_conv3d(cin: int, cout: int) -> nn.Sequential:
