@@ -82,7 +82,7 @@ class TrainConfig:
     backbone, backbone_args : str, dict
         Encoder name and keyword arguments (see ``deepnomo.nn.backbones``);
         ``pool: roi_stats`` pools the last feature map to its mean and SD over
-        the ROI channel (``multichannel`` input).
+        the ROI channel (``multichannel`` input) and its mean over the crop.
     pooling : {"mean", "max", "attention"}
     crop_size : int
         Side of 2D crops / tiles in pixels.
@@ -460,6 +460,11 @@ def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """Randomly flip, rotate (in-plane), jitter intensity and blur each instance.
 
+    Flips and rotations move every channel together; intensity jitter and blur
+    change only the image channels: the ROI channel of ``multichannel`` input
+    (the last) keeps its 0/1 values, since it is a region, not a signal (it
+    also weights the ``roi_stats`` pooling).
+
     Parameters
     ----------
     x : Tensor, shape (m, C, H, W) or (m, C, D, H, W)
@@ -468,6 +473,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     """
     m, nd = x.shape[0], x.ndim - 2
     dev = x.device
+    n_image = x.shape[1] - 1 if cfg.input == "multichannel" else x.shape[1]
 
     def uniform(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen).to(dev)
@@ -486,16 +492,17 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
             theta[:, 2, 2] = 1.0
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    image, roi = x[:, :n_image], x[:, n_image:]
     if cfg.intensity > 0:
         a = (uniform(m) * 2 - 1) * cfg.intensity
         b = (uniform(m) * 2 - 1) * cfg.intensity
         shape = (-1, *[1] * (x.ndim - 1))
-        x = x * (1 + a.view(shape)) + b.view(shape)
+        image = image * (1 + a.view(shape)) + b.view(shape)
     if cfg.blur > 0:
         sigma = float(torch.rand(1, generator=gen)) * cfg.blur
         if sigma > 0.1:
             k = _gaussian_kernel(sigma, dev)
-            ch = x.shape[1]
+            ch = n_image
             for axis in range(nd):
                 shape = [1] * nd
                 shape[axis] = k.numel()
@@ -503,8 +510,8 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
                 pad = [0] * (2 * nd)
                 pad[2 * (nd - 1 - axis)] = pad[2 * (nd - 1 - axis) + 1] = k.numel() // 2
                 conv = F.conv2d if nd == 2 else F.conv3d
-                x = conv(F.pad(x, pad, mode="replicate"), w, groups=ch)
-    return x
+                image = conv(F.pad(image, pad, mode="replicate"), w, groups=ch)
+    return torch.cat([image, roi], dim=1)
 
 
 # ----------------------------------------------------------------------------- model

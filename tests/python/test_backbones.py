@@ -79,7 +79,7 @@ def test_roi_statistics_pool_matches_weighted_moments_over_the_roi():
     roi[1, 0, :, :] = 1.0
     roi[1, 0, 0, 0] = 0.0  # map pixel (0, 0) is 3/4 inside
     out = roi_statistics_pool(f, roi)
-    assert out.shape == (2, 6)
+    assert out.shape == (2, 9)
     # independent computation: area-averaged ROI weights, weighted mean and SD
     for i in range(2):
         w = roi[i, 0].reshape(4, 2, 4, 2).mean(dim=(1, 3)).double()
@@ -90,10 +90,13 @@ def test_roi_statistics_pool_matches_weighted_moments_over_the_roi():
             sd = torch.sqrt((w * (x - mean) ** 2).sum() + 1e-4)
             assert abs(float(out[i, c]) - float(mean)) < 1e-5
             assert abs(float(out[i, 3 + c]) - float(sd)) < 1e-5
-    # what lies outside the ROI does not count
+            assert abs(float(out[i, 6 + c]) - float(x.mean())) < 1e-5  # whole crop
+    # what lies outside the ROI does not count in the ROI moments, only in the crop mean
     g = f.clone()
     g[0, :, 0, :] += 100.0
-    torch.testing.assert_close(roi_statistics_pool(g, roi)[0], out[0])
+    h = roi_statistics_pool(g, roi)
+    torch.testing.assert_close(h[0, :6], out[0, :6])
+    torch.testing.assert_close(h[0, 6:], out[0, 6:] + 100.0 / 4)
 
 
 def test_roi_stats_pooling_sees_texture_that_global_mean_pooling_averages_away():
@@ -102,7 +105,7 @@ def test_roi_stats_pooling_sees_texture_that_global_mean_pooling_averages_away()
     of the map does not (it is ~0 for every amplitude)."""
     net = build_backbone("resnet18", in_channels=2, width=8, layers=(1,), stem="small",
                          pool="roi_stats")
-    assert net.out_features == 16
+    assert net.out_features == 24
     yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
     roi = ((yy - 8) ** 2 + (xx - 8) ** 2 < 25).float()
     checker = ((yy + xx) % 2 * 2 - 1).float()
@@ -118,7 +121,7 @@ def test_roi_stats_pooling_sees_texture_that_global_mean_pooling_averages_away()
     assert sds[2] / sds[0] == pytest.approx(4.0, rel=0.01)
     assert max(abs(m) for m in means) < 0.5 < sds[0]
     y = net(torch.randn(3, 2, 16, 16))
-    assert y.shape == (3, 16) and bool((y[:, 8:] > 0).all())  # SDs are positive
+    assert y.shape == (3, 24) and bool((y[:, 8:16] > 0).all())  # SDs are positive
 
 
 def test_bad_backbone_arguments():

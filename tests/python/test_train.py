@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -191,6 +193,24 @@ def test_augmentation_is_reproducible_and_label_preserving():
     const = torch.full((2, 1, 8, 8, 8), 3.0)
     z = augment(const, small_config(intensity=0.0), torch.Generator().manual_seed(2))
     torch.testing.assert_close(z, const)  # rotation, flips and blur keep a constant volume
+
+
+def test_augmentation_leaves_the_roi_channel_a_region():
+    x = torch.randn(6, 3, 16, 16)
+    x[:, 2] = (torch.rand(6, 16, 16) < 0.3).float()  # ROI channel of PET/CT/ROI input
+    jitter = small_config(input="multichannel", modalities=["pet", "ct"], flip=False,
+                          rotate_deg=0.0, intensity=0.5, blur=2.0)
+    y = augment(x, jitter, torch.Generator().manual_seed(3))
+    assert torch.equal(y[:, 2], x[:, 2])  # no jitter or blur: still exactly 0/1
+    assert not torch.allclose(y[:, :2], x[:, :2], atol=0.05)  # the images are changed
+    geometric = dataclasses.replace(jitter, flip=True, intensity=0.0, blur=0.0)
+    z = augment(x, geometric, torch.Generator().manual_seed(4))
+    for i in range(6):  # flips move the ROI with its image
+        views = [x[i].flip(d) if d else x[i] for d in ((), (1,), (2,), (1, 2))]
+        assert any(torch.equal(z[i], v) for v in views)
+    same = augment(x, dataclasses.replace(jitter, input="slices", modalities=["pet"]),
+                   torch.Generator().manual_seed(3))
+    assert not torch.equal(same[:, 2], x[:, 2])  # other inputs jitter every channel
 
 
 def test_tiles_are_loaded_and_ids_checked(tmp_path):

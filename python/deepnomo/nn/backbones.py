@@ -4,7 +4,7 @@ Every encoder maps a batch of instances to feature vectors,
 ``(N, C, *spatial) -> (N, out_features)``, and exposes ``cam_layer``: the module
 whose output is the last spatial feature map (the target of Grad-CAM). The 2D
 encoders pool that map either by its global mean or by its mean and SD over the
-ROI (:func:`roi_statistics_pool`, ``pool="roi_stats"``).
+ROI together with its global mean (:func:`roi_statistics_pool`, ``pool="roi_stats"``).
 
 * :class:`ResNet18` -- basic-block ResNet (He et al. 2016), 2D.
 * :class:`SEResNeXt` -- grouped-convolution bottlenecks (Xie et al. 2017) with
@@ -39,12 +39,14 @@ POOLS = ("mean", "roi_stats")
 
 
 def roi_statistics_pool(features: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
-    """Mean and standard deviation of each feature map over a soft ROI.
+    """Mean and standard deviation of each feature map over a soft ROI, and its
+    mean over the whole crop.
 
     .. math::
         \\mu_c = \\sum_p w_p f_c(p), \\qquad
         \\sigma_c = \\Big(\\sum_p w_p (f_c(p) - \\mu_c)^2 + 10^{-4}\\Big)^{1/2},
-        \\qquad w_p = r_p / \\textstyle\\sum_q r_q,
+        \\qquad w_p = r_p / \\textstyle\\sum_q r_q, \\qquad
+        \\bar f_c = \\frac{1}{hw} \\sum_p f_c(p),
 
     with :math:`r` the ROI resampled to the map by area averaging. The SD of
     filter responses over the tumour is what grey-level texture statistics
@@ -52,6 +54,9 @@ def roi_statistics_pool(features: torch.Tensor, roi: torch.Tensor) -> torch.Tens
     tissue out of them. Mean-and-SD ("statistics") pooling is that of x-vector
     networks (Snyder et al. 2018, ICASSP); like orderless texture encodings
     (Zhang et al. 2017, Deep TEN, CVPR) it discards where a response occurs.
+    The whole-crop mean :math:`\\bar f_c` (global average pooling) keeps what
+    the ROI moments normalize away: the tumour's extent within the crop and its
+    margin with the surrounding tissue.
 
     Parameters
     ----------
@@ -61,13 +66,13 @@ def roi_statistics_pool(features: torch.Tensor, roi: torch.Tensor) -> torch.Tens
 
     Returns
     -------
-    Tensor, shape (N, 2F): the means, then the SDs.
+    Tensor, shape (N, 3F): the ROI means, the ROI SDs, then the crop means.
     """
     r = nn.functional.adaptive_avg_pool2d(roi.clamp_min(0), features.shape[-2:])
     w = r / r.sum(dim=(2, 3), keepdim=True).clamp_min(1e-3)
     mean = (features * w).sum(dim=(2, 3))
     var = ((features - mean[:, :, None, None]) ** 2 * w).sum(dim=(2, 3))
-    return torch.cat([mean, torch.sqrt(var + 1e-4)], dim=1)
+    return torch.cat([mean, torch.sqrt(var + 1e-4), features.mean(dim=(2, 3))], dim=1)
 
 
 class _Pooled2D(nn.Module):
@@ -77,7 +82,7 @@ class _Pooled2D(nn.Module):
         if pool not in POOLS:
             raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
         self.pool = pool
-        self.out_features = channels * (2 if pool == "roi_stats" else 1)
+        self.out_features = channels * (3 if pool == "roi_stats" else 1)
 
     def _pool(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.pool == "roi_stats":
@@ -134,8 +139,8 @@ class ResNet18(_Pooled2D):
         Blocks per stage (its length is the number of stages).
     stem : {"imagenet", "small"}
     pool : {"mean", "roi_stats"}
-        Global mean of the last map, or its ROI mean and SD (the last input
-        channel is the ROI; twice the features).
+        Global mean of the last map, or its ROI mean and SD plus its global
+        mean (the last input channel is the ROI; three times the features).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 64,
