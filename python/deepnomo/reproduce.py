@@ -47,7 +47,8 @@ class Pipeline:
         Deep-learning configs (``data/dl/<name>.yaml``), one signature each.
     multitask : dict or None
         Prognostic / predictive network on the per-sequence deep features of
-        the ``dl`` models (study cptdn): ``treated_level`` of ``treatment``.
+        the ``dl`` models (study cptdn): ``treated_level`` of ``treatment`` and
+        ``ensemble``, the number of cross-validation members (:func:`fit_multitask`).
     """
 
     radiomics: dict[str, Any] | None = None
@@ -69,7 +70,7 @@ PIPELINES: dict[str, Pipeline] = {
         dl=("stage2_combined",)),
     "recurrent": Pipeline(dl=("recurrent_petct", "recurrent_ct", "recurrent_pet")),
     "cptdn": Pipeline(dl=("cptdn_t1", "cptdn_t2", "cptdn_t1c"),
-                      multitask={"treated_level": "ICT+CCRT"}),
+                      multitask={"treated_level": "ICT+CCRT", "ensemble": 5}),
 }
 
 
@@ -94,7 +95,11 @@ class StudyRun:
 
 
 def _code_hash(*modules: str) -> str:
-    return hash_files([PACKAGE_DIR / m for m in modules])
+    """SHA-1 of the package's source files ``modules`` (files or folders; only ``*.py``,
+    so that compiled caches do not change it)."""
+    paths = [PACKAGE_DIR / m for m in modules]
+    return hash_files([f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir()
+                                                   else [p])])
 
 
 # ----------------------------------------------------------------------------- stages
@@ -306,20 +311,22 @@ def stage_multitask(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint
 
     spec = PIPELINES[run.study].multitask
     key = hash_config({"models": [hash_files([d / "model"]) for d in model_dirs],
-                       "spec": spec, "seed": run.seed, "endpoint": endpoint})
+                       "spec": spec, "seed": run.seed, "endpoint": endpoint,
+                       "code": _code_hash("train.py", "nn", "losses.py")})
 
     def work(tmp: Path) -> None:
         feats = []
         for d in model_dirs:
             model, cfg, _ = load_model(d / "model")
             bags = load_bags(table, data_dir / "cases.csv", cfg)
-            feats.append(predict_embedding(model, bags))
+            feats.append(predict_embedding(model, bags, tta=cfg.tta))
         x = np.concatenate(feats, axis=1)
         treated = (table["treatment"].astype(str) == spec["treated_level"]).to_numpy(float)
         is_train = (table["cohort"] == "train").to_numpy()
         model, info = fit_multitask(x[is_train], table.loc[is_train, f"{endpoint}_time"]
                                     .to_numpy(float), table.loc[is_train, f"{endpoint}_event"]
-                                    .to_numpy(float), treated[is_train], seed=run.seed)
+                                    .to_numpy(float), treated[is_train], seed=run.seed,
+                                    ensemble=spec.get("ensemble", 1))
         with torch.no_grad():
             prog, pred = model(torch.as_tensor(x, dtype=torch.float64))
         pd.DataFrame({"patient_id": table["patient_id"].astype(str),

@@ -48,7 +48,7 @@ from deepnomo.losses import cox_ph_loss, dice_loss, kyear_labels, smoothed_bce
 from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
 from deepnomo.nn.mil import RiskEnsemble, SurvivalMIL, collate_bags
-from deepnomo.nn.multitask import MultiTaskCox
+from deepnomo.nn.multitask import MultiTaskCox, MultiTaskEnsemble
 
 INPUTS = ("slices", "patch", "multichannel", "tiles")
 CHECKPOINT = "last.pt"
@@ -648,23 +648,32 @@ def predict_risk(model: nn.Module, data: BagData, device: str | torch.device = "
 
 
 def predict_embedding(model: SurvivalMIL | RiskEnsemble, data: BagData,
-                      device: str | torch.device = "cpu", batch_size: int = 32) -> np.ndarray:
+                      device: str | torch.device = "cpu", batch_size: int = 32,
+                      tta: bool = False) -> np.ndarray:
     """Pooled bag features ``(n, F)`` (the input of the risk head), model in eval mode
-    (full precision: they feed the multi-task network)."""
-    return _bag_outputs(model, data, device, batch_size, "embedding", autocast=False)
+    (full precision: they feed the multi-task network).
+
+    ``tta``: mean over the eight in-plane flips and quarter turns of the instances.
+    """
+    return _bag_outputs(model, data, device, batch_size, "embedding", autocast=False, tta=tta)
 
 
 def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
                   treated: np.ndarray, hidden: Sequence[int] = (32,), dropout: float = 0.1,
                   lr: float = 1e-2, weight_decay: float = 1e-3, epochs: int = 500,
                   val_fraction: float = 0.2, patience: int = 50, seed: int = 0,
-                  ties: str = "efron") -> tuple[MultiTaskCox, dict[str, Any]]:
+                  ties: str = "efron", ensemble: int = 1
+                  ) -> tuple[MultiTaskCox | MultiTaskEnsemble, dict[str, Any]]:
     """Train the prognostic / predictive network on deep features of the training cohort.
 
     Full-batch AdamW on the Cox loss of ``g(x) + (treated - 1/2) f(x)``
     (:mod:`deepnomo.nn.multitask`); features are standardized with the
     training share's mean and SD (stored in the model); early stopping on the
-    validation C-index of that log hazard.
+    validation C-index of that log hazard. With ``ensemble = K > 1``, K networks
+    are trained on a K-fold split stratified by event (member ``k`` validates on
+    fold ``k`` and starts from seed ``seed + k``) and their scores are averaged
+    (:class:`~deepnomo.nn.multitask.MultiTaskEnsemble`): one network's early
+    stopping rests on a fifth of the patients, the ensemble's on all of them.
 
     Parameters
     ----------
@@ -672,13 +681,18 @@ def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
         Per-sequence deep features concatenated (:func:`predict_embedding`).
     time, event : ndarray, shape (n,)
     treated : ndarray, shape (n,), 0 = control, 1 = treated
+    ensemble : int
+        1 for a single network on a random ``val_fraction`` hold-out; K > 1 for
+        a K-fold cross-validation ensemble.
 
     Returns
     -------
-    model : MultiTaskCox
-        At its best validation epoch, in eval mode.
+    model : MultiTaskCox or MultiTaskEnsemble
+        Each network at its best validation epoch, in eval mode.
     info : dict
-        ``best_epoch``, ``val_c_index``, ``history`` (loss per epoch).
+        ``best_epoch`` (a list for an ensemble), ``val_c_index`` (for an
+        ensemble, out-of-fold: every patient scored by the member that
+        validated on it), ``history`` (loss per epoch; a list per member).
     """
     x = np.asarray(features, dtype=np.float64)
     n = x.shape[0]
@@ -690,39 +704,55 @@ def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
                          f"{len(event)}, {len(treated)})")
     if not np.isin(treated, (0, 1)).all() or len(np.unique(treated)) < 2:
         raise ValueError("treated: must be 0/1 with both arms present")
+    if not isinstance(ensemble, int) or ensemble < 1:
+        raise ValueError(f"ensemble: must be a positive integer, got {ensemble!r}")
     dummy = BagData([str(i) for i in range(n)], [np.zeros((1, 1, 1), np.float32)] * n,
                     time, event)
-    cfg = TrainConfig(val_fraction=val_fraction, seed=seed)
-    train_idx, val_idx = split_train_validation(dummy, cfg)
-    _seed_all(seed)
-    model = MultiTaskCox(x.shape[1], hidden=hidden, dropout=dropout).double()
-    model.shift.copy_(torch.as_tensor(x[train_idx].mean(0)))
-    model.scale.copy_(torch.as_tensor(x[train_idx].std(0) + 1e-8))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    cfg = TrainConfig(val_fraction=val_fraction, seed=seed, ensemble=ensemble)
     tx, tt, te, tr = (torch.tensor(a) for a in (x, dummy.time, dummy.event, treated))
-    best, best_epoch, best_state, history = -1.0, 0, None, []
-    for epoch in range(epochs):
-        model.train()
-        opt.zero_grad()
-        loss = cox_ph_loss(model.log_hazard(tx[train_idx], tr[train_idx]), tt[train_idx],
-                           te[train_idx], ties=ties)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"multi-task loss diverged at epoch {epoch + 1}")
-        loss.backward()
-        opt.step()
-        history.append(float(loss.detach()))
+    members, best_epochs, histories = [], [], []
+    oof = np.zeros(n)
+    for k in range(ensemble):
+        train_idx, val_idx = split_train_validation(dummy, cfg, k)
+        _seed_all(seed + k)
+        model = MultiTaskCox(x.shape[1], hidden=hidden, dropout=dropout).double()
+        model.shift.copy_(torch.as_tensor(x[train_idx].mean(0)))
+        model.scale.copy_(torch.as_tensor(x[train_idx].std(0) + 1e-8))
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        best, best_epoch, best_state, history = -1.0, 0, None, []
+        for epoch in range(epochs):
+            model.train()
+            opt.zero_grad()
+            loss = cox_ph_loss(model.log_hazard(tx[train_idx], tr[train_idx]), tt[train_idx],
+                               te[train_idx], ties=ties)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"multi-task loss diverged at epoch {epoch + 1}"
+                                    + (f" (member {k + 1}/{ensemble})" if ensemble > 1 else ""))
+            loss.backward()
+            opt.step()
+            history.append(float(loss.detach()))
+            model.eval()
+            with torch.no_grad():
+                c = harrell_c(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
+                              dummy.time[val_idx], dummy.event[val_idx])
+            if c > best + 1e-9:
+                best, best_epoch = c, epoch + 1
+                best_state = {key: v.clone() for key, v in model.state_dict().items()}
+            elif epoch + 1 - best_epoch >= patience:
+                break
+        model.load_state_dict(best_state)
         model.eval()
         with torch.no_grad():
-            c = harrell_c(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
-                                  dummy.time[val_idx], dummy.event[val_idx])
-        if c > best + 1e-9:
-            best, best_epoch = c, epoch + 1
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        elif epoch + 1 - best_epoch >= patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, {"best_epoch": best_epoch, "val_c_index": best, "history": history}
+            oof[val_idx] = model.log_hazard(tx[val_idx], tr[val_idx]).numpy()
+        members.append(model)
+        best_epochs.append(best_epoch)
+        histories.append(history)
+    if ensemble == 1:
+        return members[0], {"best_epoch": best_epochs[0], "val_c_index": best,
+                            "history": histories[0]}
+    return MultiTaskEnsemble(members).eval(), {
+        "best_epoch": best_epochs, "history": histories,
+        "val_c_index": harrell_c(oof, dummy.time, dummy.event)}
 
 
 # ----------------------------------------------------------------------------- loop

@@ -133,7 +133,7 @@ def test_grad_cam_of_an_ensemble_of_identical_members_equals_the_member():
 
 
 def test_test_time_augmentation_averages_the_eight_in_plane_views():
-    from deepnomo.train import dihedral_views
+    from deepnomo.train import dihedral_views, predict_embedding
 
     x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
     views = dihedral_views(x)
@@ -145,13 +145,19 @@ def test_test_time_augmentation_averages_the_eight_in_plane_views():
     torch.manual_seed(0)
     model = build_model(small_config()).eval()
     tta = predict_risk(model, data, tta=True)
-    by_view = []
+    tta_features = predict_embedding(model, data, tta=True)
+    by_view, features_by_view = [], []
     for k in range(8):
         turned = [np.ascontiguousarray(dihedral_views(torch.from_numpy(b))[k].numpy())
                   for b in data.bags]
         view = type(data)(data.ids, turned, data.time, data.event)
         by_view.append(predict_risk(model, view))
+        features_by_view.append(predict_embedding(model, view))
     np.testing.assert_allclose(tta, np.mean(by_view, axis=0), rtol=1e-5, atol=1e-6)
+    # the features that feed the multi-task network are averaged the same way
+    np.testing.assert_allclose(tta_features, np.mean(features_by_view, axis=0), rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(features_by_view[0], features_by_view[1])
     assert not np.allclose(by_view[0], by_view[1])  # an untrained net is not rotation-invariant
     # a rotation-invariant input (a centred disc) gives the same risk with or without TTA
     yy, xx = np.mgrid[:16, :16]

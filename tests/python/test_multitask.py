@@ -94,3 +94,41 @@ def test_fit_multitask_recovers_prognostic_and_predictive_scores():
     assert harrell_c(prog + (trt - 0.5) * pred, tt, et) > 0.9 * oracle
     with pytest.raises(ValueError, match="both arms"):
         fit_multitask(x, t, e, np.ones(len(t)))
+
+
+def test_fit_multitask_ensemble_averages_fold_members():
+    from deepnomo.nn.multitask import MultiTaskEnsemble
+    from deepnomo.train import BagData, TrainConfig, fit_multitask, split_train_validation
+
+    x, tr, t, e = _simulate(n=600, seed=3)
+    model, info = fit_multitask(x, t, e, tr, hidden=(8,), seed=4, ensemble=4)
+    assert isinstance(model, MultiTaskEnsemble) and len(model.members) == 4
+    assert len(info["best_epoch"]) == 4 and len(info["history"]) == 4
+    # members differ (other folds, other seeds); the ensemble is their plain mean
+    xt, trt, tt, et = _simulate(n=400, seed=5)
+    with torch.no_grad():
+        g, f = model(torch.as_tensor(xt))
+        parts = [m(torch.as_tensor(xt)) for m in model.members]
+        hazard = model.log_hazard(torch.as_tensor(xt), torch.as_tensor(trt))
+    assert not torch.allclose(parts[0][0], parts[1][0])
+    torch.testing.assert_close(g, torch.stack([p[0] for p in parts]).mean(0))
+    torch.testing.assert_close(f, torch.stack([p[1] for p in parts]).mean(0))
+    torch.testing.assert_close(hazard, g + (torch.as_tensor(trt) - 0.5) * f)
+    # the predictive score is the simulated log HR of treatment, -1.2 x3 - 0.3
+    assert np.corrcoef(f.numpy(), xt[:, 2])[0, 1] < -0.9
+    truth = 0.8 * xt[:, 0] - 0.5 * xt[:, 1] + (trt - 0.5) * (-1.2 * xt[:, 2] - 0.3)
+    assert harrell_c(hazard.numpy(), tt, et) > 0.95 * harrell_c(truth, tt, et)
+    # out-of-fold C: every training patient scored once, by the member that held it out
+    dummy = BagData([str(i) for i in range(len(t))], [np.zeros((1, 1, 1), np.float32)] * len(t),
+                    t, e)
+    oof = np.full(len(t), np.nan)
+    for k, member in enumerate(model.members):
+        _, val = split_train_validation(dummy, TrainConfig(seed=4, ensemble=4), k)
+        with torch.no_grad():
+            oof[val] = member.log_hazard(torch.as_tensor(x[val]), torch.as_tensor(tr[val])).numpy()
+    assert not np.isnan(oof).any()
+    assert info["val_c_index"] == pytest.approx(harrell_c(oof, t, e), abs=1e-12)
+    with pytest.raises(ValueError, match="ensemble"):
+        fit_multitask(x, t, e, tr, ensemble=0)
+    with pytest.raises(ValueError, match="input widths differ"):
+        MultiTaskEnsemble([MultiTaskCox(3), MultiTaskCox(4)])

@@ -74,3 +74,40 @@ class MultiTaskCox(nn.Module):
         """``g(x) + (treated - 1/2) f(x)``, the quantity that enters the Cox loss."""
         g, f = self(features)
         return treatment_interaction(g, f, treated)
+
+
+class MultiTaskEnsemble(nn.Module):
+    """Mean of several :class:`MultiTaskCox` members' prognostic and predictive scores.
+
+    The scores are averaged on their own scale, :math:`\\bar g = \\frac1K \\sum_k g_k`
+    and :math:`\\bar f = \\frac1K \\sum_k f_k`, so that :math:`\\bar f` stays a log
+    hazard ratio of the treatment and :math:`\\bar g + T \\bar f` is the mean of the
+    members' log hazards.
+
+    Parameters
+    ----------
+    members : sequence of MultiTaskCox
+        Same input width; trained on different folds.
+    """
+
+    def __init__(self, members: Sequence[MultiTaskCox]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"members: an ensemble needs at least 2, got {len(members)}")
+        widths = {m.in_features for m in members}
+        if len(widths) != 1:
+            raise ValueError(f"members: input widths differ ({sorted(widths)})")
+        self.members = nn.ModuleList(members)
+        self.in_features = widths.pop()
+
+    def forward(self, features: torch.Tensor | Sequence[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean prognostic and predictive scores, each of shape (n,)."""
+        g, f = zip(*(m(features) for m in self.members), strict=True)
+        return torch.stack(g).mean(0), torch.stack(f).mean(0)
+
+    def log_hazard(self, features: torch.Tensor | Sequence[torch.Tensor],
+                   treated: torch.Tensor) -> torch.Tensor:
+        """``g(x) + (treated - 1/2) f(x)`` of the mean scores."""
+        g, f = self(features)
+        return treatment_interaction(g, f, treated)
