@@ -502,15 +502,14 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
         sigma = float(torch.rand(1, generator=gen)) * cfg.blur
         if sigma > 0.1:
             k = _gaussian_kernel(sigma, dev)
-            ch = n_image
             for axis in range(nd):
                 shape = [1] * nd
                 shape[axis] = k.numel()
-                w = k.view(1, 1, *shape).repeat(ch, 1, *[1] * nd)
+                w = k.view(1, 1, *shape).repeat(n_image, 1, *[1] * nd)
                 pad = [0] * (2 * nd)
                 pad[2 * (nd - 1 - axis)] = pad[2 * (nd - 1 - axis) + 1] = k.numel() // 2
                 conv = F.conv2d if nd == 2 else F.conv3d
-                image = conv(F.pad(image, pad, mode="replicate"), w, groups=ch)
+                image = conv(F.pad(image, pad, mode="replicate"), w, groups=n_image)
     return torch.cat([image, roi], dim=1)
 
 
@@ -709,50 +708,64 @@ def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
     dummy = BagData([str(i) for i in range(n)], [np.zeros((1, 1, 1), np.float32)] * n,
                     time, event)
     cfg = TrainConfig(val_fraction=val_fraction, seed=seed, ensemble=ensemble)
-    tx, tt, te, tr = (torch.tensor(a) for a in (x, dummy.time, dummy.event, treated))
-    members, best_epochs, histories = [], [], []
-    oof = np.zeros(n)
-    for k in range(ensemble):
-        train_idx, val_idx = split_train_validation(dummy, cfg, k)
-        _seed_all(seed + k)
-        model = MultiTaskCox(x.shape[1], hidden=hidden, dropout=dropout).double()
-        model.shift.copy_(torch.as_tensor(x[train_idx].mean(0)))
-        model.scale.copy_(torch.as_tensor(x[train_idx].std(0) + 1e-8))
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        best, best_epoch, best_state, history = -1.0, 0, None, []
-        for epoch in range(epochs):
-            model.train()
-            opt.zero_grad()
-            loss = cox_ph_loss(model.log_hazard(tx[train_idx], tr[train_idx]), tt[train_idx],
-                               te[train_idx], ties=ties)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"multi-task loss diverged at epoch {epoch + 1}"
-                                    + (f" (member {k + 1}/{ensemble})" if ensemble > 1 else ""))
-            loss.backward()
-            opt.step()
-            history.append(float(loss.detach()))
-            model.eval()
-            with torch.no_grad():
-                c = harrell_c(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
-                              dummy.time[val_idx], dummy.event[val_idx])
-            if c > best + 1e-9:
-                best, best_epoch = c, epoch + 1
-                best_state = {key: v.clone() for key, v in model.state_dict().items()}
-            elif epoch + 1 - best_epoch >= patience:
-                break
-        model.load_state_dict(best_state)
+    splits = [split_train_validation(dummy, cfg, k) for k in range(ensemble)]
+    tensors = tuple(torch.tensor(a) for a in (x, dummy.time, dummy.event, treated))
+    fits = [_fit_multitask_member(tensors, splits[k],
+                                  f" (member {k + 1}/{ensemble})" if ensemble > 1 else "",
+                                  seed=seed + k, hidden=hidden, dropout=dropout, lr=lr,
+                                  weight_decay=weight_decay, epochs=epochs, patience=patience,
+                                  ties=ties) for k in range(ensemble)]
+    if ensemble == 1:
+        model, best_epoch, best_c, history = fits[0]
+        return model, {"best_epoch": best_epoch, "val_c_index": best_c, "history": history}
+    tx, _, _, tr = tensors
+    out_of_fold = np.zeros(n)
+    for (model, *_), (_, val_idx) in zip(fits, splits, strict=True):
+        with torch.no_grad():
+            out_of_fold[val_idx] = model.log_hazard(tx[val_idx], tr[val_idx]).numpy()
+    return MultiTaskEnsemble([f[0] for f in fits]).eval(), {
+        "best_epoch": [f[1] for f in fits], "history": [f[3] for f in fits],
+        "val_c_index": harrell_c(out_of_fold, dummy.time, dummy.event)}
+
+
+def _fit_multitask_member(tensors: tuple[torch.Tensor, ...],
+                          split: tuple[np.ndarray, np.ndarray], label: str, *, seed: int,
+                          hidden: Sequence[int], dropout: float, lr: float,
+                          weight_decay: float, epochs: int, patience: int, ties: str
+                          ) -> tuple[MultiTaskCox, int, float, list[float]]:
+    """One multi-task network on ``split`` (training, validation indices) of
+    ``tensors`` (features, time, event, treated); returns it at its best
+    validation epoch (eval mode), that epoch, its validation C and the loss per epoch."""
+    tx, tt, te, tr = tensors
+    train_idx, val_idx = split
+    x_train = tx[train_idx].numpy()
+    _seed_all(seed)
+    model = MultiTaskCox(tx.shape[1], hidden=hidden, dropout=dropout).double()
+    model.shift.copy_(torch.as_tensor(x_train.mean(0)))
+    model.scale.copy_(torch.as_tensor(x_train.std(0) + 1e-8))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_epoch, best_state, history = -1.0, 0, None, []
+    for epoch in range(epochs):
+        model.train()
+        opt.zero_grad()
+        loss = cox_ph_loss(model.log_hazard(tx[train_idx], tr[train_idx]), tt[train_idx],
+                           te[train_idx], ties=ties)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"multi-task loss diverged at epoch {epoch + 1}{label}")
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
         model.eval()
         with torch.no_grad():
-            oof[val_idx] = model.log_hazard(tx[val_idx], tr[val_idx]).numpy()
-        members.append(model)
-        best_epochs.append(best_epoch)
-        histories.append(history)
-    if ensemble == 1:
-        return members[0], {"best_epoch": best_epochs[0], "val_c_index": best,
-                            "history": histories[0]}
-    return MultiTaskEnsemble(members).eval(), {
-        "best_epoch": best_epochs, "history": histories,
-        "val_c_index": harrell_c(oof, dummy.time, dummy.event)}
+            c = harrell_c(model.log_hazard(tx[val_idx], tr[val_idx]).numpy(),
+                          tt[val_idx].numpy(), te[val_idx].numpy())
+        if c > best + 1e-9:
+            best, best_epoch = c, epoch + 1
+            best_state = {key: v.clone() for key, v in model.state_dict().items()}
+        elif epoch + 1 - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    return model.eval(), best_epoch, best, history
 
 
 # ----------------------------------------------------------------------------- loop
