@@ -3,10 +3,12 @@
 Two sizes per backbone: the published architecture on 64-pixel crops / 32^3
 patches (``paper``) and the reduced network and input size of the default
 training configs (``config``, ``deepnomo/data/dl``).
-Each measurement runs in a fresh process so that peak resident memory (CPU) is
-its own; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
+On CPU each measurement runs in a fresh process so that peak resident memory
+is its own; on CUDA the peak is ``torch.cuda.max_memory_allocated`` (reset per
+measurement, all in one process) and ``--amp`` runs the step under bf16 autocast
+as training does.
 
-Usage: ``python bench/bench_dl.py [--device cpu|cuda|auto] [--reps 5] [--batch 32]``
+Usage: ``python bench/bench_dl.py [--device cpu|cuda|auto] [--amp] [--reps 5] [--batch 32]``
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ CASES = {
 }
 
 
-def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
+def measure(name: str, size: str, device: str, reps: int, batch: int, amp: bool = False) -> dict:
     import torch
 
     from deepnomo.nn.backbones import build_backbone
@@ -52,7 +54,9 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+            y = model(x)
+        y.float().square().mean().backward()
 
     for _ in range(3):  # warm-up: oneDNN / cuDNN pick and compile kernels per shape
         step()
@@ -70,7 +74,8 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
     sec = sorted(times)[len(times) // 2]  # median step: robust to other load on the machine
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"backbone": name, "size": size, "device": dev.type, "params": params,
+    return {"backbone": name, "size": size, "device": dev.type + ("+bf16" if amp else ""),
+            "params": params,
             "input": "x".join(map(str, (n, *shape))), "inst_per_s": n / sec,
             "ms_per_step": 1000 * sec, "peak_mib": peak, "rss_before_mib": rss0 / 1024}
 
@@ -78,27 +83,36 @@ def measure(name: str, size: str, device: str, reps: int, batch: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32,
                     help="2D instances per step (3D patches: half as many)")
     ap.add_argument("--one", nargs=2, metavar=("NAME", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(*args.one, args.device, args.reps, args.batch)))
+        print(json.dumps(measure(*args.one, args.device, args.reps, args.batch, args.amp)))
         return
     import torch
 
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if args.amp and not cuda:
+        ap.error("--amp: bf16 autocast is used on CUDA only")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"cuda {torch.cuda.is_available()}")
-    print(f"{'backbone':<20}{'size':<8}{'device':<7}{'params':>11}  {'input':<16}"
+          f"cuda {torch.cuda.is_available()}"
+          + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""))
+    print(f"{'backbone':<20}{'size':<8}{'device':<10}{'params':>11}  {'input':<16}"
           f"{'inst/s':>9}{'ms/step':>9}{'peak MiB':>10}")
     for name in CASES:
         for size in ("paper", "config"):
-            out = subprocess.run([sys.executable, __file__, "--one", name, size, "--device",
-                                  args.device, "--reps", str(args.reps), "--batch",
-                                  str(args.batch)], capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{r['backbone']:<20}{r['size']:<8}{r['device']:<7}{r['params']:>11,}  "
+            if cuda:
+                r = measure(name, size, args.device, args.reps, args.batch, args.amp)
+            else:
+                out = subprocess.run([sys.executable, __file__, "--one", name, size, "--device",
+                                      args.device, "--reps", str(args.reps), "--batch",
+                                      str(args.batch)], capture_output=True, text=True,
+                                     check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{r['backbone']:<20}{r['size']:<8}{r['device']:<10}{r['params']:>11,}  "
                   f"{r['input']:<16}{r['inst_per_s']:>9.1f}{r['ms_per_step']:>9.1f}"
                   f"{r['peak_mib']:>10.0f}")
 

@@ -86,6 +86,7 @@ class StudyRun:
     seed: int
     out: Path
     log: Callable[[str], None] = print
+    device: str = "auto"  # where networks train: auto (CUDA when present) | cpu | cuda
     runner: StageRunner = field(init=False)
 
     def __post_init__(self) -> None:
@@ -288,17 +289,18 @@ SHORT_DL = {"tiny": {"epochs": 2, "patience": 1, "ensemble": 2}}  # quick, paper
 def stage_dl(run: StudyRun, data_dir: Path, table: pd.DataFrame, name: str) -> Path:
     """Train one deep-learning signature on the training cohort; score every cohort."""
     from deepnomo.signatures import score_cohort, write_signatures
-    from deepnomo.train import fit, load_bags
+    from deepnomo.train import fit, load_bags, resolve_device
 
     cfg = dl_config(name, run.preset)
+    device = resolve_device(run.device).type  # CUDA (bf16 autocast) and CPU runs differ
     key = hash_config({"config": cfg.to_dict(), "data": hash_files([data_dir / "cohort.csv",
                                                                      data_dir / "cases.csv"]),
-                       "code": _code_hash("train.py", "nn", "losses.py")})
+                       "code": _code_hash("train.py", "nn", "losses.py"), "device": device})
 
     def work(tmp: Path) -> None:
         cases = data_dir / "cases.csv"
         train = load_bags(table, cases, cfg, with_masks=cfg.seg_epochs > 0, only_cohort="train")
-        fit(cfg, train, tmp / "model", device="auto", progress=True)
+        fit(cfg, train, tmp / "model", device=device, progress=True)
         scores, card = score_cohort(tmp / "model", table, cases)
         write_signatures(scores, card, tmp / "signature.csv")
 
@@ -405,11 +407,16 @@ def finish_results(run: StudyRun, synth_dir: Path) -> dict[str, Any]:
 
 
 def reproduce_study(study: str, preset: str, seed: int, out: Path,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one study design end to end; return its ``results.json`` content."""
+                    log: Callable[[str], None] = print, device: str = "auto") -> dict[str, Any]:
+    """Run one study design end to end; return its ``results.json`` content.
+
+    ``device`` is where the networks train (``"auto"``: CUDA when present). CPU
+    runs repeat exactly; CUDA runs (bf16 autocast, non-deterministic kernels)
+    give close but not identical signatures, and their stages are cached apart.
+    """
     if study not in PIPELINES:
         raise ValueError(f"unknown study '{study}'; known: {', '.join(STUDIES)}")
-    run = StudyRun(study, preset, seed, Path(out) / study, log)
+    run = StudyRun(study, preset, seed, Path(out) / study, log, device)
     run.out.mkdir(parents=True, exist_ok=True)
     data_dir = stage_synth(run)
     table, manifest = read_cohort(data_dir / "cohort.csv")

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -556,6 +557,8 @@ def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when present, else CPU; otherwise the named device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available")
     return torch.device(device)
@@ -998,7 +1001,8 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     -------
     dict
         The content of ``model.pt`` without the weights: config, hashes,
-        history, best epoch and validation C-index, split, training time. For
+        history, best epoch and validation C-index, split, training time,
+        device type and whether bf16 autocast was on (CUDA with ``cfg.amp``). For
         an ensemble, ``best_epoch`` lists the members', ``val_c_index`` is the
         C-index of the out-of-fold risks (each patient scored by the member
         that validated on it, standardized like the ensemble does) and
@@ -1040,7 +1044,8 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                                 distributed, resume, progress, callback)
             net = model.members[k]
             net.load_state_dict(state["best_state"])
-            risk = predict_risk(net, data, dev, tta=cfg.tta)  # one pass: its folds and fold k
+            risk = predict_risk(net.to(dev), data, dev, tta=cfg.tta)  # its folds and fold k
+            net.cpu()
             shift, scale = float(risk[train_idx].mean()), float(risk[train_idx].std())
             if not scale > 0:
                 raise TrainingError(f"[{cfg.name} member {k + 1}/{cfg.ensemble}] gives the "
@@ -1057,7 +1062,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                     history=history, members=records, train_ids=list(data.ids),
                     val_ids=list(data.ids),
                     train_seconds=float(sum(r["train_seconds"] for r in records)))
-    info["torch"] = torch.__version__
+    info.update(torch=torch.__version__, device=dev.type, amp=cfg.amp and dev.type == "cuda")
     if rank == 0:
         _save({**info, "model": model.state_dict()}, out / MODEL)
     return info

@@ -82,6 +82,7 @@ def test_train_and_score_cli_end_to_end(tile_study, tmp_path):
     train_bags = load_bags(cohort, root / "cases.csv", cfg, only_cohort="train")
     assert card["data_hash"] == train_bags.digest()
     assert card["seed"] == 0 and card["config_hash"] == cfg.hash()
+    assert (card["train_device"], card["train_amp"], card["score_device"]) == ("cpu", False, "cpu")
     # scoring is deterministic: a second run writes the same table
     res = _invoke("score", "--model", model_dir, "--cohort", root / "cohort.csv",
                   "--cases", root / "cases.csv", "--out", tmp_path / "again.csv")

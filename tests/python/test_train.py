@@ -26,6 +26,7 @@ from deepnomo.train import (
     load_bags,
     load_model,
     predict_risk,
+    resolve_device,
 )
 
 
@@ -155,6 +156,17 @@ def test_bad_training_input_is_refused():
         TrainConfig(epochs=3, min_epochs=4)
     with pytest.raises(ValueError, match="pool 'roi_stats' needs input 'multichannel'"):
         TrainConfig(input="slices", backbone_args={"pool": "roi_stats"})
+
+
+def test_device_names_are_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                                         "got 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1' requested but CUDA is not available"):
+            resolve_device("cuda:1")
+        assert resolve_device("auto") == torch.device("cpu")
 
 
 def test_config_yaml_round_trip_and_hash(tmp_path):

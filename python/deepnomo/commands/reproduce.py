@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("quick", help="quick | paper (tiny: for tests)"),
         seed: int = typer.Option(1, help="seed of the synthetic cohorts and the models"),
         out: Path = typer.Option(Path("results"), help="output folder"),
+        device: str = typer.Option("auto", help="where networks train: auto (CUDA when "
+                                   "present) | cpu | cuda"),
     ) -> None:
         """Re-run study designs end to end: cohort, signatures, R statistics, report."""
         if preset not in ("quick", "paper", "tiny"):
@@ -38,13 +40,19 @@ def register(app: typer.Typer) -> None:
         if unknown:
             raise typer.BadParameter(f"unknown study '{unknown[0]}'; known: "
                                      f"{', '.join(STUDIES)}")
+        from deepnomo.train import resolve_device
+
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
         failed: dict[str, str] = {}
         start = time.perf_counter()
         for name in studies:
             typer.echo(f"== {name} ({preset} preset, seed {seed})")
             try:
                 res = reproduce_study(name, preset, seed, out,
-                                      log=lambda s: typer.echo(s, err=True))
+                                      log=lambda s: typer.echo(s, err=True), device=device)
             except Exception as exc:
                 # a StageError names the study and stage already; other failures get the study
                 why = str(exc) if isinstance(exc, StageError) else f"study '{name}': {exc}"

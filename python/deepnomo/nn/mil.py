@@ -37,8 +37,15 @@ def collate_bags(bags: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(list(bags)), index
 
 
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` cast up to float32 when it is half precision (bf16 autocast on CUDA)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """Softmax of ``scores`` (shape (m,)) within each segment of ``index``."""
+    """Softmax of ``scores`` (shape (m,)) within each segment of ``index`` (half-precision
+    scores are cast up to float32 first)."""
+    scores = _full_precision(scores)
     peak = torch.full((n,), -torch.inf, dtype=scores.dtype, device=scores.device)
     peak = peak.scatter_reduce(0, index, scores.detach(), reduce="amax", include_self=True)
     e = torch.exp(scores - peak[index])
@@ -136,7 +143,8 @@ class SurvivalMIL(nn.Module):
         if instances.shape[0] != bag_index.shape[0]:
             raise ValueError(f"bag_index: {bag_index.shape[0]} entries for "
                              f"{instances.shape[0]} instances")
-        h = self.encoder(instances)
+        # pooling sums in full precision: under bf16 autocast the features are cast up
+        h = _full_precision(self.encoder(instances))
         z, w = self.pool(h, bag_index.to(h.device), n_bags)
         z = self.dropout(z)
         return MILOutput(self.risk_head(z).squeeze(-1), self.kyear_head(z).squeeze(-1), z, w)
