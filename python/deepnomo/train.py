@@ -564,6 +564,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def process_device(dev: torch.device) -> torch.device:
+    """This process's device: under ``torchrun`` (``WORLD_SIZE`` > 1) a bare ``cuda``
+    means GPU ``LOCAL_RANK``, one GPU per process; otherwise ``dev`` itself."""
+    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
 def _batch(data: BagData, idx: Sequence[int], device: torch.device
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x, bag_index = collate_bags([torch.from_numpy(data.bags[i]) for i in idx])
@@ -931,7 +939,7 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
         nets["seg"] = Segmenter(model)
     if distributed:  # one wrapper per module; a wrapper only syncs after its own forward
         wrapped = {id(v): nn.parallel.DistributedDataParallel(
-            v, device_ids=[dev.index or 0] if dev.type == "cuda" else None,
+            v, device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=True) for v in nets.values()}
         nets = {k: wrapped[id(v)] for k, v in nets.items()}
     val = data.subset(val_idx)
@@ -1017,7 +1025,9 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    dev = process_device(resolve_device(device))
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)  # NCCL and the default CUDA stream use this process's GPU
     distributed = init_distributed(dev)
     rank, _ = _dist()
     if cfg.seg_epochs and data.masks is None:

@@ -26,6 +26,7 @@ from deepnomo.train import (
     load_bags,
     load_model,
     predict_risk,
+    process_device,
     resolve_device,
 )
 
@@ -167,6 +168,16 @@ def test_device_names_are_checked():
         with pytest.raises(ValueError, match="'cuda:1' requested but CUDA is not available"):
             resolve_device("cuda:1")
         assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert process_device(torch.device("cuda")) == torch.device("cuda", 2)
+    assert process_device(torch.device("cuda", 1)) == torch.device("cuda", 1)  # named: kept
+    assert process_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert process_device(torch.device("cuda")) == torch.device("cuda")
 
 
 def test_config_yaml_round_trip_and_hash(tmp_path):
