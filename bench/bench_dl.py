@@ -35,7 +35,7 @@ def measure(name: str, size: str, device: str, reps: int, batch: int, amp: bool 
     from deepnomo.nn.backbones import build_backbone
     from deepnomo.nn.mil import members
     from deepnomo.paths import PACKAGE_DIR
-    from deepnomo.train import TrainConfig, build_model
+    from deepnomo.train import TrainConfig, build_model, resolve_device
 
     kwargs, shape, cfg_file = CASES[name]
     if size == "paper":
@@ -45,8 +45,7 @@ def measure(name: str, size: str, device: str, reps: int, batch: int, amp: bool 
         model = members(build_model(cfg))[0].encoder  # one ensemble member
         spatial = cfg.patch_size if cfg.input == "patch" else (cfg.crop_size, cfg.crop_size)
         shape = (len(cfg.modalities) if cfg.input == "patch" else cfg.in_channels, *spatial)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                       else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     model.to(dev).train()
     n = batch if len(shape) == 3 else max(1, batch // 2)
     x = torch.randn(n, *shape, device=dev)
@@ -94,7 +93,12 @@ def main() -> None:
         return
     import torch
 
-    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    from deepnomo.train import resolve_device
+
+    try:
+        cuda = resolve_device(args.device).type == "cuda"
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.amp and not cuda:
         ap.error("--amp: bf16 autocast is used on CUDA only")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
