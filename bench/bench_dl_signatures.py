@@ -20,10 +20,19 @@ since single-cohort C-indices of 100-170 patients carry standard errors of
 about 0.03-0.04.
 Training seconds are the model card's (every ensemble member included).
 
-Usage: ``python bench/bench_dl_signatures.py [study ...] [--out results] [--seeds 1 [2 ...]]``
+Usage: ``python bench/bench_dl_signatures.py [study ...] [--out results] [--seeds 1 [2 ...]]
+[--traits]``
 
-With several seeds it also prints, per signature and cohort, the mean over seeds
-and the number of seeds where the deep-learning signature leads.
+``--traits`` adds each score's Pearson correlation with every true trait of the
+simulator (mean over seeds), which shows which part of the true risk a
+signature captures.
+
+With several seeds it also prints, per signature and cohort, the mean over seeds,
+the number of seeds where the deep-learning signature leads, and a 95% confidence
+interval of the mean difference (the seeds' cohorts are independent, so its
+standard error is the root of the summed squared per-seed SEs over the seed count).
+That interval covers the sampling of test patients only; the spread of training
+runs adds to it (``diff_sd`` shows both).
 """
 
 from __future__ import annotations
@@ -166,14 +175,28 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
             c_dl, c_rad = c(dl), c(rad_cache[key])
             se, p = compare_c(dl.loc[ids].to_numpy(), rad_cache[key].loc[ids].to_numpy(), t, e)
             oracle, oracle_seen = c(part["truth_lp_imaging"]), c(seen)
+            traits = {f"r {who} {t}": float(np.corrcoef(score.loc[ids], part[f"truth_z_{t}"])[0, 1])
+                      for who, score in (("dl", dl), ("rad", rad_cache[key]))
+                      for t in BETA if f"truth_z_{t}" in part}
             rows.append({"study": study, "signature": column, "input": "+".join(modalities),
                          "cohort": label, "n": len(part), "events": int(e.sum()),
                          "C dl": c_dl, "oracle": oracle, "ratio": c_dl / oracle,
                          "oracle seen": oracle_seen, "ratio seen": c_dl / oracle_seen,
                          "C rad": c_rad, "dl - rad": c_dl - c_rad, "se": se, "p": p,
                          "dl > rad": c_dl > c_rad,
-                         "train s": round(seconds, 1)})
+                         "train s": round(seconds, 1), **traits})
     return rows
+
+
+def trait_table(rows: pd.DataFrame, trait_cols: list[str]) -> pd.DataFrame:
+    """Mean over seeds of the ``r <dl|rad> <trait>`` columns, one line per score."""
+    keys = ["study", "signature", "cohort"]
+    mean = rows.groupby(keys, sort=False)[trait_cols].mean().reset_index()
+    long = mean.melt(id_vars=keys, var_name="what", value_name="r").dropna()
+    long[["score", "trait"]] = long["what"].str.split(" ", n=2, expand=True).iloc[:, 1:]
+    wide = long.pivot_table(index=keys + ["score"], columns="trait", values="r")
+    order = [(*k, who) for k in mean[keys].itertuples(index=False) for who in ("dl", "rad")]
+    return wide.reindex(order)[[t for t in BETA if t in wide.columns]].reset_index()
 
 
 def study_dir(out: Path, study: str, seed: int) -> Path:
@@ -187,19 +210,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1],
                         help="synthetic-cohort seeds (each a full rerun on new cohorts)")
+    parser.add_argument("--traits", action="store_true",
+                        help="also print each score's correlation with every true trait")
     args = parser.parse_args()
     rows = [dict(seed=seed, **r) for seed in args.seeds for s in args.studies
             for r in study_rows(s, study_dir(args.out, s, seed), seed)]
-    table = pd.DataFrame(rows)
+    full = pd.DataFrame(rows)
+    trait_cols = [c for c in full.columns if c.startswith("r ")]
+    table = full.drop(columns=trait_cols)
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if args.traits:
+            print(f"\nPearson r of each score with the true traits (log-HR per SD: "
+                  f"{', '.join(f'{t} {b}' for t, b in BETA.items())}), mean over seeds")
+            print(trait_table(full, trait_cols).to_string(
+                index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
         if len(args.seeds) > 1:
             keys = ["study", "signature", "cohort"]
             summary = table.groupby(keys, sort=False).agg(
                 seeds=("seed", "size"), C_dl=("C dl", "mean"), ratio=("ratio seen", "mean"),
                 C_rad=("C rad", "mean"), diff=("dl - rad", "mean"), diff_sd=("dl - rad", "std"),
+                se2=("se", lambda v: float(np.sum(np.square(v)))),
                 dl_wins=("dl > rad", "sum")).reset_index()
-            print("\nMean over seeds (ratio = C dl / oracle seen)")
+            # seeds are independent cohorts: the mean difference has SE sqrt(sum se^2) / k
+            se_mean = np.sqrt(summary.pop("se2")) / summary["seeds"]
+            summary["ci_low"] = summary["diff"] - 1.96 * se_mean
+            summary["ci_high"] = summary["diff"] + 1.96 * se_mean
+            print("\nMean over seeds (ratio = C dl / oracle seen; ci = 95% CI of the mean "
+                  "difference from the per-seed compareC SEs: test-patient sampling only)")
             print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     near = table["ratio seen"] >= 0.9
     print(f"\nC dl >= 0.9 x oracle of what the input shows: {int(near.sum())} of {len(table)} "
