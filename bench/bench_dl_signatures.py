@@ -65,6 +65,7 @@ from deepnomo.synth.phenotype import BETA, TRAITS
 
 PRESET = "quick"
 IMAGE_MODALITIES = ("t1", "t2", "t1c", "pet", "ct")  # what pyradiomics reads here
+SUMMARY_KEYS = ["study", "signature", "cohort"]  # one line per signature and cohort
 
 
 def seen_truth(table: pd.DataFrame, modalities: list[str]) -> pd.Series:
@@ -175,9 +176,10 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
             c_dl, c_rad = c(dl), c(rad_cache[key])
             se, p = compare_c(dl.loc[ids].to_numpy(), rad_cache[key].loc[ids].to_numpy(), t, e)
             oracle, oracle_seen = c(part["truth_lp_imaging"]), c(seen)
-            traits = {f"r {who} {t}": float(np.corrcoef(score.loc[ids], part[f"truth_z_{t}"])[0, 1])
+            traits = {f"r {who} {trait}": float(np.corrcoef(score.loc[ids],
+                                                             part[f"truth_z_{trait}"])[0, 1])
                       for who, score in (("dl", dl), ("rad", rad_cache[key]))
-                      for t in BETA if f"truth_z_{t}" in part}
+                      for trait in BETA if f"truth_z_{trait}" in part}
             rows.append({"study": study, "signature": column, "input": "+".join(modalities),
                          "cohort": label, "n": len(part), "events": int(e.sum()),
                          "C dl": c_dl, "oracle": oracle, "ratio": c_dl / oracle,
@@ -190,12 +192,12 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
 
 def trait_table(rows: pd.DataFrame, trait_cols: list[str]) -> pd.DataFrame:
     """Mean over seeds of the ``r <dl|rad> <trait>`` columns, one line per score."""
-    keys = ["study", "signature", "cohort"]
-    mean = rows.groupby(keys, sort=False)[trait_cols].mean().reset_index()
-    long = mean.melt(id_vars=keys, var_name="what", value_name="r").dropna()
+    mean = rows.groupby(SUMMARY_KEYS, sort=False)[trait_cols].mean().reset_index()
+    long = mean.melt(id_vars=SUMMARY_KEYS, var_name="what", value_name="r").dropna()
     long[["score", "trait"]] = long["what"].str.split(" ", n=2, expand=True).iloc[:, 1:]
-    wide = long.pivot_table(index=keys + ["score"], columns="trait", values="r")
-    order = [(*k, who) for k in mean[keys].itertuples(index=False) for who in ("dl", "rad")]
+    wide = long.pivot_table(index=[*SUMMARY_KEYS, "score"], columns="trait", values="r")
+    order = [(*k, who) for k in mean[SUMMARY_KEYS].itertuples(index=False)
+             for who in ("dl", "rad")]
     return wide.reindex(order)[[t for t in BETA if t in wide.columns]].reset_index()
 
 
@@ -226,8 +228,7 @@ def main() -> None:
             print(trait_table(full, trait_cols).to_string(
                 index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
         if len(args.seeds) > 1:
-            keys = ["study", "signature", "cohort"]
-            summary = table.groupby(keys, sort=False).agg(
+            summary = table.groupby(SUMMARY_KEYS, sort=False).agg(
                 seeds=("seed", "size"), C_dl=("C dl", "mean"), ratio=("ratio seen", "mean"),
                 C_rad=("C rad", "mean"), diff=("dl - rad", "mean"), diff_sd=("dl - rad", "std"),
                 se2=("se", lambda v: float(np.sum(np.square(v)))),
