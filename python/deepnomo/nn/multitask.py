@@ -106,8 +106,4 @@ class MultiTaskEnsemble(nn.Module):
         g, f = zip(*(m(features) for m in self.members), strict=True)
         return torch.stack(g).mean(0), torch.stack(f).mean(0)
 
-    def log_hazard(self, features: torch.Tensor | Sequence[torch.Tensor],
-                   treated: torch.Tensor) -> torch.Tensor:
-        """``g(x) + (treated - 1/2) f(x)`` of the mean scores."""
-        g, f = self(features)
-        return treatment_interaction(g, f, treated)
+    log_hazard = MultiTaskCox.log_hazard  # of the mean scores
