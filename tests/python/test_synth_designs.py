@@ -76,6 +76,24 @@ def test_quick_shapes_and_events(quick):
         assert set(t["treatment"]) <= set(sc.manifest["covariates"]["treatment"]["levels"])
 
 
+def test_no_time_is_shorter_than_the_recording_unit():
+    from deepnomo.synth.survival import TIME_RESOLUTION, simulate_endpoints
+
+    design = get_design("multiscale")[0]
+    n = 2000
+    lp = np.full(n, 6.0)  # median failure time about 0.005 months: half round to 0.00
+    out = simulate_endpoints(np.random.default_rng(0), design, lp, np.full(n, 60.0), 1.0)
+    for name in design.endpoints:
+        times = out[f"{name}_time"].to_numpy()
+        assert times.min() == TIME_RESOLUTION
+    primary = out[f"{design.primary}_time"].to_numpy()
+    assert (primary == TIME_RESOLUTION).sum() > n / 4  # floored, not dropped
+    assert out[f"{design.primary}_event"].all()
+    # the quick multiscale cohort of seed 4 had a failure time that rounded to 0.00
+    table = simulate("multiscale", "quick", seed=4).table
+    assert (table[[f"{e}_time" for e in design.endpoints]] >= TIME_RESOLUTION).all().all()
+
+
 def test_same_seed_same_table_other_seed_differs():
     a = simulate("cptdn", "quick", seed=5).table
     b = simulate("cptdn", "quick", seed=5).table

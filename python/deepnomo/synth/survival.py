@@ -31,6 +31,7 @@ POST_FAILURE_DEATH_MEDIAN = 30.0
 LATER_FAILURE_MEDIAN = 18.0
 P_DISTANT_AFTER_LOCAL = 0.35
 P_LOCAL_AFTER_DISTANT = 0.20
+TIME_RESOLUTION = 0.01  # months: times are recorded to this unit, and none is shorter
 
 
 def treatment_lp(design: Design, arm: np.ndarray, z_predictive: np.ndarray,
@@ -80,7 +81,11 @@ def survival_probability(t: float, lp: np.ndarray, scale: float, shape: float) -
 
 def simulate_endpoints(rng: np.random.Generator, design: Design, lp: np.ndarray,
                        censor: np.ndarray, scale: float) -> pd.DataFrame:
-    """All endpoints as ``<name>_time`` (months, 2 decimals) / ``<name>_event`` columns."""
+    """All endpoints as ``<name>_time`` (months, 2 decimals) / ``<name>_event`` columns.
+
+    A time that rounds to zero is recorded as ``TIME_RESOLUTION``: a follow-up of
+    0 months is not a recordable observation, and Cox LASSO fits refuse it.
+    """
     n = lp.size
     t_fail = (-np.log(rng.random(n)) / (scale * np.exp(lp))) ** (1.0 / design.shape)
     causes = list(design.causes)
@@ -104,6 +109,6 @@ def simulate_endpoints(rng: np.random.Generator, design: Design, lp: np.ndarray,
         t = event_time[aliases.get(name, name)]
         if name == design.primary:
             t = t_fail
-        out[f"{name}_time"] = np.round(np.minimum(t, censor), 2)
+        out[f"{name}_time"] = np.maximum(np.round(np.minimum(t, censor), 2), TIME_RESOLUTION)
         out[f"{name}_event"] = (t <= censor).astype("int64")
     return pd.DataFrame(out)
