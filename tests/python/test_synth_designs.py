@@ -81,7 +81,7 @@ def test_no_time_is_shorter_than_the_recording_unit():
 
     design = get_design("multiscale")[0]
     n = 2000
-    lp = np.full(n, 6.0)  # median failure time about 0.005 months: half round to 0.00
+    lp = np.full(n, 6.0)  # median failure time about 0.002 months: most round to 0.00
     out = simulate_endpoints(np.random.default_rng(0), design, lp, np.full(n, 60.0), 1.0)
     for name in design.endpoints:
         times = out[f"{name}_time"].to_numpy()
