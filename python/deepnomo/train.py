@@ -129,6 +129,10 @@ class TrainConfig:
         Binary "event before ``pretrain_horizon`` months" with smoothed BCE.
     seg_epochs : int
         Dice-loss segmentation epochs first (``unet3d`` backbones only).
+    seg_lr, seg_batch_size : float, int or None
+        Learning rate and batch size of the segmentation epochs (None: ``lr``,
+        ``batch_size``). Dice on single patches learns from many small steps,
+        the Cox loss needs batches large enough to hold risk sets.
     max_loss : float
         A batch loss above this (or non-finite) stops the run.
     grad_clip : float
@@ -169,6 +173,8 @@ class TrainConfig:
     pretrain_horizon: float = 36.0
     label_smoothing: float = 0.1
     seg_epochs: int = 0
+    seg_lr: float | None = None
+    seg_batch_size: int | None = None
     max_loss: float = 1e4
     grad_clip: float = 5.0
     amp: bool = True
@@ -191,6 +197,12 @@ class TrainConfig:
                              "'multichannel' (its last channel is the ROI)")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
+        for key in ("seg_lr", "seg_batch_size"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ValueError(f"config '{key}': must be positive, got {value}")
+            if value is not None and not self.seg_epochs:
+                raise ValueError(f"config '{key}': set without segmentation epochs (seg_epochs)")
         for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
@@ -850,7 +862,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: BagData,
     gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 104_729 + rank)
     order = train_idx[torch.randperm(len(train_idx),
                                      generator=torch.Generator().manual_seed(cfg.seed + epoch))]
-    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    size = cfg.seg_batch_size if phase == "seg" and cfg.seg_batch_size else cfg.batch_size
+    batches = [order[i:i + size] for i in range(0, len(order), size)]
     batches = [b for b in batches if len(b) >= 2 * world]
     model.train()
     losses = []
@@ -949,6 +962,8 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
     while state["epoch"] < total and not stopped:
         epoch = state["epoch"]
         phase = _phase(epoch, cfg)
+        for group in opt.param_groups:
+            group["lr"] = cfg.seg_lr if phase == "seg" and cfg.seg_lr else cfg.lr
         loss = train_epoch(nets[phase], opt, data, train_idx, epoch, run_cfg, dev, progress)
         c = harrell_c(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}

@@ -157,6 +157,10 @@ def test_bad_training_input_is_refused():
         TrainConfig(epochs=3, min_epochs=4)
     with pytest.raises(ValueError, match="pool 'roi_stats' needs input 'multichannel'"):
         TrainConfig(input="slices", backbone_args={"pool": "roi_stats"})
+    with pytest.raises(ValueError, match="'seg_lr': set without segmentation epochs"):
+        TrainConfig(backbone="unet3d", input="patch", seg_lr=0.01)
+    with pytest.raises(ValueError, match="'seg_batch_size': must be positive, got 0"):
+        TrainConfig(backbone="unet3d", input="patch", seg_epochs=2, seg_batch_size=0)
 
 
 def test_device_names_are_checked():
@@ -368,6 +372,24 @@ def test_unet_segmentation_then_cox_phases(tmp_path):
     with pytest.raises(ValueError, match="segmentation needs masks"):
         fit(cfg, BagData(data.ids, data.bags, data.time, data.event), tmp_path / "x",
             device="cpu", progress=False)
+
+
+def test_segmentation_epochs_take_their_own_learning_rate_and_batch_size(tmp_path):
+    """At the Cox phase's rate and batch size (lr 1e-3, 20 patients: 2 steps per
+    epoch) six Dice epochs barely move; at seg_lr 3e-2 and seg_batch_size 5 the
+    U-Net segments the balls. The Cox epochs that follow run at ``lr``."""
+    data, _ = _blob_volumes(40, seed=8)
+    base = dict(name="u", input="patch", backbone="unet3d", pooling="mean",
+                backbone_args={"width": 4, "depth": 2},
+                patch_size=[16, 16, 16], seg_epochs=6, epochs=1, batch_size=20, lr=1e-3)
+    slow = fit(TrainConfig(**base), data, tmp_path / "slow", device="cpu", progress=False)
+    fast = fit(TrainConfig(**base, seg_lr=3e-2, seg_batch_size=5), data, tmp_path / "fast",
+               device="cpu", progress=False)
+    dice_slow = [h["loss"] for h in slow["history"] if h["phase"] == "seg"]
+    dice_fast = [h["loss"] for h in fast["history"] if h["phase"] == "seg"]
+    assert dice_fast[-1] < 0.5 < dice_slow[-1]
+    ckpt = torch.load(tmp_path / "fast" / "last.pt", weights_only=False)
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [1e-3]
 
 
 def test_kyear_pretraining_precedes_cox_training(tmp_path):
