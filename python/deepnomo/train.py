@@ -853,6 +853,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: BagData,
                 device: torch.device, progress: bool = False) -> float:
     """One pass over the training patients; returns the mean batch loss.
 
+    The epoch's phase sets the learning rate and batch size (``seg_lr`` and
+    ``seg_batch_size`` while segmenting, else ``lr`` and ``batch_size``).
     Batches are drawn from a permutation fixed by ``(seed, epoch)``; under DDP
     each process takes every ``world``-th patient of each batch.
     """
@@ -862,7 +864,10 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: BagData,
     gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 104_729 + rank)
     order = train_idx[torch.randperm(len(train_idx),
                                      generator=torch.Generator().manual_seed(cfg.seed + epoch))]
-    size = cfg.seg_batch_size if phase == "seg" and cfg.seg_batch_size else cfg.batch_size
+    seg = phase == "seg"
+    for group in opt.param_groups:
+        group["lr"] = cfg.seg_lr if seg and cfg.seg_lr else cfg.lr
+    size = cfg.seg_batch_size if seg and cfg.seg_batch_size else cfg.batch_size
     batches = [order[i:i + size] for i in range(0, len(order), size)]
     batches = [b for b in batches if len(b) >= 2 * world]
     model.train()
@@ -962,8 +967,6 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
     while state["epoch"] < total and not stopped:
         epoch = state["epoch"]
         phase = _phase(epoch, cfg)
-        for group in opt.param_groups:
-            group["lr"] = cfg.seg_lr if phase == "seg" and cfg.seg_lr else cfg.lr
         loss = train_epoch(nets[phase], opt, data, train_idx, epoch, run_cfg, dev, progress)
         c = harrell_c(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
