@@ -71,6 +71,26 @@ def test_unet_segments_and_learns_a_blob():
         net(torch.zeros(1, 1, 10, 16, 16))
 
 
+def test_unet_instance_norm_pools_away_the_contrast_that_batch_norm_keeps():
+    """Instance norm standardises every feature map per patient, so the pooled
+    bottleneck of a patch is the same at any contrast (bias-free convolutions);
+    batch norm (locked statistics) keeps the contrast, which carries risk."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 16, 16)
+    pooled = {}
+    for norm in ("instance", "batch"):
+        net = build_backbone("unet3d", width=4, depth=2, norm=norm)
+        net.train()
+        net(torch.randn(8, 1, 16, 16, 16))  # batch norm: running statistics from a batch
+        net.eval()
+        pooled[norm] = (net(x), net(3.0 * x))
+    change = {k: float((high - low).norm() / low.norm()) for k, (low, high) in pooled.items()}
+    assert change["instance"] < 1e-3
+    assert change["batch"] > 0.5
+    with pytest.raises(ValueError, match="norm: expected one of"):
+        UNet3D(1, 1, width=4, depth=2, norm="group")
+
+
 def test_roi_statistics_pool_matches_weighted_moments_over_the_roi():
     gen = torch.Generator().manual_seed(0)
     f = torch.randn(2, 3, 4, 4, generator=gen)

@@ -284,11 +284,17 @@ class EfficientNetLite0(_Pooled2D):
         return self._pool(self.head(self.blocks(self.stem(x))), x)
 
 
-def _double_conv3d(cin: int, cout: int) -> nn.Sequential:
+NORMS3D: dict[str, Callable[[int], nn.Module]] = {
+    "instance": lambda c: nn.InstanceNorm3d(c, affine=True),
+    "batch": nn.BatchNorm3d,
+}
+
+
+def _double_conv3d(cin: int, cout: int, norm: str = "instance") -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False),
-                         nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01, inplace=True),
+                         NORMS3D[norm](cout), nn.LeakyReLU(0.01, inplace=True),
                          nn.Conv3d(cout, cout, 3, padding=1, bias=False),
-                         nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01, inplace=True))
+                         NORMS3D[norm](cout), nn.LeakyReLU(0.01, inplace=True))
 
 
 class UNet3D(nn.Module):
@@ -302,19 +308,26 @@ class UNet3D(nn.Module):
         Channels of the first level (doubles per level).
     depth : int
         Number of 2x down-samplings; spatial sizes must be divisible by ``2**depth``.
+    norm : {"instance", "batch"}
+        Normalisation after each convolution. Instance norm (nnU-Net's choice for
+        segmentation) standardises every feature map per image, which removes a
+        patch's contrast and texture amplitude from the pooled bottleneck; batch
+        norm keeps the differences between patients that a risk head needs.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 16,
-                 depth: int = 4) -> None:
+                 depth: int = 4, norm: str = "instance") -> None:
         super().__init__()
+        if norm not in NORMS3D:
+            raise ValueError(f"norm: expected one of {sorted(NORMS3D)}, got {norm!r}")
         chans = [width * 2 ** i for i in range(depth + 1)]
         self.depth = depth
         self.down = nn.ModuleList([_double_conv3d(in_channels if i == 0 else chans[i - 1],
-                                                  chans[i]) for i in range(depth)])
-        self.bottleneck = _double_conv3d(chans[depth - 1], chans[depth])
+                                                  chans[i], norm) for i in range(depth)])
+        self.bottleneck = _double_conv3d(chans[depth - 1], chans[depth], norm)
         self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2)
                                  for i in reversed(range(depth))])
-        self.dec = nn.ModuleList([_double_conv3d(2 * chans[i], chans[i])
+        self.dec = nn.ModuleList([_double_conv3d(2 * chans[i], chans[i], norm)
                                   for i in reversed(range(depth))])
         self.seg_head = nn.Conv3d(chans[0], out_channels, 1)
         self.bottleneck_channels = chans[depth]
@@ -374,8 +387,9 @@ class MultiSequenceEncoder(nn.Module):
         return torch.cat([enc(x[:, s:s + 1]) for s, enc in enumerate(self.encoders)], dim=1)
 
 
-def _unet_encoder(in_channels: int = 1, width: int = 16, depth: int = 4) -> UNetEncoder:
-    return UNetEncoder(UNet3D(in_channels, 1, width, depth))
+def _unet_encoder(in_channels: int = 1, width: int = 16, depth: int = 4,
+                  norm: str = "instance") -> UNetEncoder:
+    return UNetEncoder(UNet3D(in_channels, 1, width, depth, norm))
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
