@@ -290,7 +290,7 @@ NORMS3D: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def _double_conv3d(cin: int, cout: int, norm: str = "instance") -> nn.Sequential:
+def _double_conv3d(cin: int, cout: int, norm: str) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False),
                          NORMS3D[norm](cout), nn.LeakyReLU(0.01, inplace=True),
                          nn.Conv3d(cout, cout, 3, padding=1, bias=False),
