@@ -81,8 +81,8 @@ def test_geometry_and_intensity_differ_by_center(multiscale):
 
 def test_zscored_tumour_contrast_still_differs_by_center(multiscale):
     # the volume SD grows with the center's bias field (center 2: 0.25, center 1: 0.15),
-    # so a per-volume z-score leaves center 2's tumours less contrasted (why stage2's
-    # networks train with +-30% intensity jitter)
+    # so a per-volume z-score leaves center 2's tumours less contrasted (why stage2's and
+    # cptdn's networks train with +-30% intensity jitter)
     out, _ = multiscale
     table, _ = read_cohort(out / "cohort.csv")
     contrast = {}
