@@ -104,16 +104,21 @@ def tile_features(data_dir: Path) -> pd.DataFrame:
 
 
 def radiomic_scores(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint: str,
-                    modalities: list[str]) -> pd.Series:
-    """LASSO Cox handcrafted signature on the features of ``modalities``, fitted on training."""
+                    modalities: list[str], only: bool = False) -> pd.Series:
+    """LASSO Cox handcrafted signature on the features of ``modalities``, fitted on training.
+
+    Features are extracted as the study's pipeline does, else for every sequence
+    of the design (one cache for all of its signatures); with ``only``, for
+    ``modalities`` alone with the quick parameters."""
     settings = radiomic_settings(PRESET, run.seed)
     if modalities == ["he"]:
         return fit_radiomic_signature(tile_features(data_dir), None, table, endpoint,
                                       settings)[0]
-    spec = PIPELINES[run.study].radiomics or {
-        "modalities": [m for m in get_design(run.study, PRESET)[0].modalities
-                       if m in IMAGE_MODALITIES],
-        "params": {"quick": "quick"}, "signature": "sig_rad", "icc_patients": 0}
+    spec = {"modalities": modalities if only else [
+                m for m in get_design(run.study, PRESET)[0].modalities if m in IMAGE_MODALITIES],
+            "params": {"quick": "quick"}, "signature": "sig_rad", "icc_patients": 0}
+    if PIPELINES[run.study].radiomics and not only:
+        spec = PIPELINES[run.study].radiomics
     rad = stage_radiomics(run, data_dir, table, spec)
     keep = ["patient_id"]
     r1 = pd.read_csv(rad / "reader1.csv", dtype={"patient_id": str})

@@ -108,11 +108,17 @@ def _code_hash(*modules: str) -> str:
 
 # ----------------------------------------------------------------------------- stages
 
-def stage_synth(run: StudyRun) -> Path:
-    """Generate the synthetic cohort (table, images, cases.csv, summary.json)."""
+def stage_synth(run: StudyRun, sizes: dict[str, dict[str, int]] | None = None) -> Path:
+    """Generate the synthetic cohort (table, images, cases.csv, summary.json).
+
+    ``sizes`` (cohort label -> {center: n}) replaces those cohorts' sizes in the
+    preset (the learning curves of ``bench/bench_dl_learning_curve.py``).
+    """
     from deepnomo.synth import generate
 
     overrides = synth_overrides(run.study, run.preset)
+    if sizes:
+        overrides["sizes"] = {**overrides.get("sizes", {}), **sizes}
     key = hash_config({"study": run.study, "preset": run.preset, "seed": run.seed,
                        "overrides": overrides, "code": _code_hash("synth")})
     base = "quick" if run.preset == "tiny" else run.preset

@@ -146,3 +146,16 @@ def test_unknown_study_fails_with_a_clear_message(tmp_path) -> None:
     proc = _run_cli("--study", "nope", "--out", str(tmp_path))
     assert proc.returncode != 0
     assert "unknown study 'nope'" in proc.stdout + proc.stderr
+
+
+def test_synth_stage_honours_cohort_sizes(tmp_path) -> None:
+    from deepnomo.reproduce import StudyRun, stage_synth
+
+    run = StudyRun("t3n1", "tiny", 3, tmp_path, log=lambda msg: None)
+    base, _ = read_cohort(stage_synth(run) / "cohort.csv")
+    sized, _ = read_cohort(stage_synth(run, {"train": {"center1": 40}}) / "cohort.csv")
+    counts = sized["cohort"].value_counts().to_dict()
+    assert counts == {"train": 40, "test": int((base["cohort"] == "test").sum())}
+    assert (base["cohort"] == "train").sum() != 40  # a new cohort, not the cached one
+    again, _ = read_cohort(stage_synth(run, {"train": {"center1": 40}}) / "cohort.csv")
+    pd.testing.assert_frame_equal(again, sized)
