@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_dl_signatures import compare_c, radiomic_scores
+from bench_dl_signatures import add_difference_ci, compare_c, radiomic_scores, trait_correlations
 
 from deepnomo.bridge.schema import read_cohort
 from deepnomo.metrics import harrell_c
 from deepnomo.reproduce import CARD, StudyRun, dl_config, stage_dl, stage_synth
 from deepnomo.synth import get_design
-from deepnomo.synth.phenotype import BETA
 
 PRESET = "quick"
 
@@ -66,11 +65,7 @@ def run_rows(signature: str, scale: int, seed: int, test_size: int, out: Path) -
            "oracle": harrell_c(test["truth_lp_imaging"].to_numpy(float), t, e),
            "se": se, "p": p, "train s": round(card["train_seconds"])}
     row["dl - rad"] = row["C dl"] - row["C rad"]
-    for who, score in (("dl", a), ("rad", b)):
-        for trait in BETA:
-            if f"truth_z_{trait}" in test:
-                row[f"r {who} {trait}"] = float(np.corrcoef(score, test[f"truth_z_{trait}"])[0, 1])
-    return row
+    return {**row, **trait_correlations({"dl": a, "rad": b}, test)}
 
 
 def _split(total: int, centers: dict[str, int]) -> dict[str, int]:
@@ -113,9 +108,7 @@ def main() -> None:
             se2=("se", lambda v: float(np.sum(np.square(v)))),
             dl_wins=("dl - rad", lambda v: int((v > 0).sum())),
             train_s=("train s", "mean")).reset_index()
-        se_mean = np.sqrt(summary.pop("se2")) / summary["seeds"]
-        summary["ci_low"] = summary["diff"] - 1.96 * se_mean
-        summary["ci_high"] = summary["diff"] + 1.96 * se_mean
+        summary = add_difference_ci(summary)
         print(f"\n{args.signature}: mean over seeds per training-size multiple (ci = 95% CI "
               "of the mean difference, test-patient sampling only)")
         print(summary.to_string(**fmt))

@@ -114,11 +114,12 @@ def radiomic_scores(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint
     if modalities == ["he"]:
         return fit_radiomic_signature(tile_features(data_dir), None, table, endpoint,
                                       settings)[0]
-    spec = {"modalities": modalities if only else [
-                m for m in get_design(run.study, PRESET)[0].modalities if m in IMAGE_MODALITIES],
-            "params": {"quick": "quick"}, "signature": "sig_rad", "icc_patients": 0}
-    if PIPELINES[run.study].radiomics and not only:
-        spec = PIPELINES[run.study].radiomics
+    spec = PIPELINES[run.study].radiomics
+    if only or not spec:
+        extract = modalities if only else [m for m in get_design(run.study, PRESET)[0].modalities
+                                           if m in IMAGE_MODALITIES]
+        spec = {"modalities": extract, "params": {"quick": "quick"}, "signature": "sig_rad",
+                "icc_patients": 0}
     rad = stage_radiomics(run, data_dir, table, spec)
     keep = ["patient_id"]
     r1 = pd.read_csv(rad / "reader1.csv", dtype={"patient_id": str})
@@ -181,10 +182,8 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
             c_dl, c_rad = c(dl), c(rad_cache[key])
             se, p = compare_c(dl.loc[ids].to_numpy(), rad_cache[key].loc[ids].to_numpy(), t, e)
             oracle, oracle_seen = c(part["truth_lp_imaging"]), c(seen)
-            traits = {f"r {who} {trait}": float(np.corrcoef(score.loc[ids],
-                                                             part[f"truth_z_{trait}"])[0, 1])
-                      for who, score in (("dl", dl), ("rad", rad_cache[key]))
-                      for trait in BETA if f"truth_z_{trait}" in part}
+            traits = trait_correlations({"dl": dl.loc[ids], "rad": rad_cache[key].loc[ids]},
+                                        part)
             rows.append({"study": study, "signature": column, "input": "+".join(modalities),
                          "cohort": label, "n": len(part), "events": int(e.sum()),
                          "C dl": c_dl, "oracle": oracle, "ratio": c_dl / oracle,
@@ -193,6 +192,24 @@ def study_rows(study: str, out: Path, seed: int) -> list[dict]:
                          "dl > rad": c_dl > c_rad,
                          "train s": round(seconds, 1), **traits})
     return rows
+
+
+def trait_correlations(scores: dict[str, pd.Series | np.ndarray],
+                       part: pd.DataFrame) -> dict[str, float]:
+    """Pearson r of each score (aligned with the rows of ``part``) with every true trait
+    in ``part``, keyed ``r <score> <trait>``."""
+    return {f"r {who} {trait}": float(np.corrcoef(np.asarray(score, dtype=float),
+                                                  part[f"truth_z_{trait}"])[0, 1])
+            for who, score in scores.items() for trait in BETA if f"truth_z_{trait}" in part}
+
+
+def add_difference_ci(summary: pd.DataFrame) -> pd.DataFrame:
+    """Replace ``se2`` (sum over seeds of squared compareC SEs) by ``ci_low``/``ci_high``, the
+    95% CI of the mean difference ``diff`` over ``seeds`` independent cohorts."""
+    se_mean = np.sqrt(summary.pop("se2")) / summary["seeds"]
+    summary["ci_low"] = summary["diff"] - 1.96 * se_mean
+    summary["ci_high"] = summary["diff"] + 1.96 * se_mean
+    return summary
 
 
 def trait_table(rows: pd.DataFrame, trait_cols: list[str]) -> pd.DataFrame:
@@ -239,9 +256,7 @@ def main() -> None:
                 se2=("se", lambda v: float(np.sum(np.square(v)))),
                 dl_wins=("dl > rad", "sum")).reset_index()
             # seeds are independent cohorts: the mean difference has SE sqrt(sum se^2) / k
-            se_mean = np.sqrt(summary.pop("se2")) / summary["seeds"]
-            summary["ci_low"] = summary["diff"] - 1.96 * se_mean
-            summary["ci_high"] = summary["diff"] + 1.96 * se_mean
+            summary = add_difference_ci(summary)
             print("\nMean over seeds (ratio = C dl / oracle seen; ci = 95% CI of the mean "
                   "difference from the per-seed compareC SEs: test-patient sampling only)")
             print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
