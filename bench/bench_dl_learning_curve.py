@@ -2,14 +2,15 @@
 
 For one shipped deep-learning signature (default ``t3n1_t1``), each seed and each
 training-size multiple ``k`` of the quick preset, the design is simulated with
-``k`` times the quick training cohort and a test cohort of fixed size; the
-network (``deepnomo reproduce``'s own stage and config) and the LASSO Cox
-radiomic signature of the same sequences and ROI (as in
-``bench_dl_signatures.py``) are both fitted on the training cohort and scored
-locked on the test cohort. Printed per run and as means over seeds per ``k``:
-``C dl``, ``C rad``, the oracle C of the true imaging risk, ``dl - rad`` with
-its compareC standard error (Kang), and each score's Pearson r with every true
-trait (``--traits``). Runs are cached per (signature, k, seed) in
+``k`` times the quick training cohort and each test cohort (internal, external)
+at a fixed size, spread over its centers as in the preset; the network
+(``deepnomo reproduce``'s own stage and config) and the LASSO Cox radiomic
+signature of the same sequences and ROI (as in ``bench_dl_signatures.py``) are
+both fitted on the training cohort and scored locked on every test cohort.
+Printed per run and cohort, and as means over seeds per ``k`` and cohort:
+``C dl``, ``C rad``, the oracle C of the true risk the input shows, ``dl - rad``
+with its compareC standard error (Kang), and each score's Pearson r with every
+true trait (``--traits``). Runs are cached per (signature, k, seed) in
 ``<out>/learning_curve``.
 
 Usage: ``python bench/bench_dl_learning_curve.py [--signature t3n1_t1] [--scales 1 2 4]
@@ -24,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_dl_signatures import add_difference_ci, compare_c, radiomic_scores, trait_correlations
+from bench_dl_signatures import (
+    add_difference_ci,
+    compare_c,
+    radiomic_scores,
+    seen_truth,
+    trait_correlations,
+)
 
 from deepnomo.bridge.schema import read_cohort
 from deepnomo.metrics import harrell_c
@@ -34,38 +41,43 @@ from deepnomo.synth import get_design
 PRESET = "quick"
 
 
-def run_rows(signature: str, scale: int, seed: int, test_size: int, out: Path) -> dict:
-    """Train both signatures on ``scale`` x the quick training cohort; C on the test cohort."""
+def run_rows(signature: str, scale: int, seed: int, test_size: int, out: Path) -> list[dict]:
+    """Train both signatures on ``scale`` x the quick training cohort; one row per test cohort."""
     study = signature.split("_", 1)[0]
     _, preset = get_design(study, PRESET)
     cohorts = {c.label: dict(c.centers) for c in preset.cohorts}
-    if set(cohorts) != {"train", "test"}:
+    if "train" not in cohorts or len(cohorts) < 2:
         raise ValueError(f"--signature: study '{study}' has cohorts {sorted(cohorts)}; the "
-                         "learning curve needs one training and one test cohort")
-    sizes = {"train": {ctr: n * scale for ctr, n in cohorts["train"].items()},
-             "test": _split(test_size, cohorts["test"])}
+                         "learning curve needs a training cohort and at least one test cohort")
+    sizes = {label: ({ctr: n * scale for ctr, n in centers.items()} if label == "train"
+                     else _split(test_size, centers)) for label, centers in cohorts.items()}
     run = StudyRun(study, PRESET, seed, out / "learning_curve" / f"{signature}_x{scale}"
                    / f"seed{seed}", log=lambda msg: None)
     data_dir = stage_synth(run, sizes)
     table, manifest = read_cohort(data_dir / "cohort.csv")
     endpoint = next(iter(manifest["endpoints"]))
-    cfg = dl_config(signature, PRESET)
+    modalities = list(dl_config(signature, PRESET).modalities)
     model_dir = stage_dl(run, data_dir, table, signature)
     card = json.loads((model_dir / CARD).read_text())
     dl = pd.read_csv(model_dir / "signature.csv",
                      dtype={"patient_id": str}).set_index("patient_id")[card["signature"]]
-    rad = radiomic_scores(run, data_dir, table, endpoint, list(cfg.modalities), only=True)
-    test = table[table["cohort"] == "test"].set_index("patient_id")
-    t, e = test[f"{endpoint}_time"].to_numpy(float), test[f"{endpoint}_event"].to_numpy(float)
-    a, b = dl.loc[test.index].to_numpy(float), rad.loc[test.index].to_numpy(float)
-    se, p = compare_c(a, b, t, e)
-    row = {"signature": signature, "scale": scale, "seed": seed,
-           "n train": int((table["cohort"] == "train").sum()), "n test": len(test),
-           "events test": int(e.sum()), "C dl": harrell_c(a, t, e), "C rad": harrell_c(b, t, e),
-           "oracle": harrell_c(test["truth_lp_imaging"].to_numpy(float), t, e),
-           "se": se, "p": p, "train s": round(card["train_seconds"])}
-    row["dl - rad"] = row["C dl"] - row["C rad"]
-    return {**row, **trait_correlations({"dl": a, "rad": b}, test)}
+    rad = radiomic_scores(run, data_dir, table, endpoint, modalities, only=True)
+    rows = []
+    for label, part in table.set_index("patient_id").groupby("cohort", sort=False):
+        if label == "train":
+            continue
+        t, e = part[f"{endpoint}_time"].to_numpy(float), part[f"{endpoint}_event"].to_numpy(float)
+        a, b = dl.loc[part.index].to_numpy(float), rad.loc[part.index].to_numpy(float)
+        se, p = compare_c(a, b, t, e)
+        row = {"signature": signature, "scale": scale, "seed": seed, "cohort": label,
+               "n train": int((table["cohort"] == "train").sum()), "n test": len(part),
+               "events test": int(e.sum()), "C dl": harrell_c(a, t, e),
+               "C rad": harrell_c(b, t, e),
+               "oracle": harrell_c(seen_truth(part, modalities).to_numpy(float), t, e),
+               "se": se, "p": p, "train s": round(card["train_seconds"])}
+        row["dl - rad"] = row["C dl"] - row["C rad"]
+        rows.append({**row, **trait_correlations({"dl": a, "rad": b}, part)})
+    return rows
 
 
 def _split(total: int, centers: dict[str, int]) -> dict[str, int]:
@@ -94,26 +106,27 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for scale in args.scales:
-            rows.append(run_rows(args.signature, scale, seed, args.test_size, args.out))
-            print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("r ")},
-                             default=float), flush=True)
+            for row in run_rows(args.signature, scale, seed, args.test_size, args.out):
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if not k.startswith("r ")},
+                                 default=float), flush=True)
     full = pd.DataFrame(rows)
     trait_cols = [c for c in full.columns if c.startswith("r ")]
     fmt = {"float_format": lambda v: f"{v:.3f}", "index": False}
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(full.drop(columns=trait_cols).to_string(**fmt))
-        summary = full.groupby("scale").agg(
+        summary = full.groupby(["cohort", "scale"], sort=False).agg(
             n_train=("n train", "mean"), seeds=("seed", "size"), C_dl=("C dl", "mean"),
             C_rad=("C rad", "mean"), oracle=("oracle", "mean"), diff=("dl - rad", "mean"),
             se2=("se", lambda v: float(np.sum(np.square(v)))),
             dl_wins=("dl - rad", lambda v: int((v > 0).sum())),
             train_s=("train s", "mean")).reset_index()
         summary = add_difference_ci(summary)
-        print(f"\n{args.signature}: mean over seeds per training-size multiple (ci = 95% CI "
-              "of the mean difference, test-patient sampling only)")
+        print(f"\n{args.signature}: mean over seeds per test cohort and training-size multiple "
+              "(ci = 95% CI of the mean difference, test-patient sampling only)")
         print(summary.to_string(**fmt))
         if args.traits:
-            traits = full.groupby("scale")[trait_cols].mean().T
+            traits = full.groupby(["cohort", "scale"], sort=False)[trait_cols].mean().T
             print("\nPearson r with the true traits, mean over seeds (rows: score trait)")
             print(traits.to_string(float_format=lambda v: f"{v:.2f}"))
 
