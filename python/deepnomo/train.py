@@ -96,6 +96,10 @@ class TrainConfig:
         neighbour) are resampled to it before cropping, so that a crop spans the
         same physical extent, and a tumour the same number of voxels, at every
         center. None crops each volume on its own grid.
+    slice_interpolation : {"linear", "nearest"}
+        Interpolation of images across slices when resampling to ``spacing_mm``
+        (in-plane stays linear): ``"nearest"`` keeps every slice one the scanner
+        acquired (:func:`deepnomo.preprocess.resample`, ``slice_interpolator``).
     normalize : {"zscore", "none"}
         Per image volume: subtract its mean and divide by its SD before cropping
         (removes scanner scale and offset); tiles are always scaled to [0, 1].
@@ -152,6 +156,7 @@ class TrainConfig:
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
     max_slices: int | None = 8
     spacing_mm: list[float] | None = None
+    slice_interpolation: str = "linear"
     normalize: str = "zscore"
     epochs: int = 30
     batch_size: int = 32
@@ -206,6 +211,9 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
+        if self.slice_interpolation not in ("linear", "nearest"):
+            raise ValueError(f"config 'slice_interpolation': expected 'linear' or 'nearest', "
+                             f"got {self.slice_interpolation!r}")
         if self.spacing_mm is not None and (len(self.spacing_mm) != 3
                                             or min(self.spacing_mm) <= 0):
             raise ValueError(f"config 'spacing_mm': expected three positive spacings (x, y, z) "
@@ -319,7 +327,8 @@ class BagData:
 # ----------------------------------------------------------------------------- data
 
 def _read_image(path: Path, spacing: Sequence[float] | None = None,
-                interpolator: str = "linear") -> np.ndarray:
+                interpolator: str = "linear", slice_interpolator: str | None = None
+                ) -> np.ndarray:
     """A PNG as (H, W, 3), or a volume as (z, y, x), optionally resampled to ``spacing``
     (:func:`deepnomo.preprocess.resample`)."""
     if not path.is_file():
@@ -341,7 +350,7 @@ def _read_image(path: Path, spacing: Sequence[float] | None = None,
         if image.GetDimension() != 3:
             raise ValueError(f"cases: image {path} has {image.GetDimension()} dimensions; "
                              "config 'spacing_mm' needs 3D volumes")
-        image = resample(image, spacing, interpolator)
+        image = resample(image, spacing, interpolator, slice_interpolator=slice_interpolator)
     return sitk.GetArrayFromImage(image).astype(np.float32)
 
 
@@ -363,8 +372,8 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
 
     first = by_mod[cfg.modalities[0]].iloc[0]
     mask = _read_image(root / first["mask"], cfg.spacing_mm, "nearest") > 0
-    images = [_read_image(root / by_mod[m].iloc[0]["image"], cfg.spacing_mm)
-              for m in cfg.modalities]
+    images = [_read_image(root / by_mod[m].iloc[0]["image"], cfg.spacing_mm,
+                          slice_interpolator=cfg.slice_interpolation) for m in cfg.modalities]
     if cfg.normalize == "zscore":
         images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
     if cfg.input == "slices":

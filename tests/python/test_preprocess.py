@@ -87,6 +87,29 @@ def test_linear_resampling_reproduces_a_linear_ramp():
         resample(img, (1, 1), "linear")
 
 
+def test_slice_interpolator_keeps_acquired_sections():
+    """5 mm slices to a 4 mm grid: with nearest-neighbour slices every output
+    slice is one acquired section, resampled in-plane only; linear slices
+    blend two sections."""
+    z, y, x = np.indices((9, 10, 12)).astype(np.float32)
+    img = _image(100 * z + 3 * x, (1.75, 1.75, 5.0), origin=(1.0, 2.0, -20.0))
+    new = (2.0, 2.0, 4.0)
+    out = resample(img, new, "linear", slice_interpolator="nearest")
+    mixed = resample(img, new, "linear")
+    assert out.GetSize() == mixed.GetSize() == (10, 9, 11)
+    arr, mix = sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(mixed)
+    inplane = sitk.GetArrayFromImage(resample(img, (2.0, 2.0, 5.0), "linear"))
+    source = [[j for j in range(inplane.shape[0]) if np.array_equal(arr[k], inplane[j])]
+              for k in range(arr.shape[0])]
+    assert all(len(s) == 1 for s in source)  # each output slice is one section
+    source = [s[0] for s in source]
+    assert source == sorted(source) and source[0] == 0 and source[-1] == 8
+    blends = sum(not any(np.allclose(m, sec) for sec in inplane) for m in mix)
+    assert blends >= 6  # linear slices between sections are neither
+    with pytest.raises(ValueError, match="slice_interpolator"):
+        resample(img, new, "linear", slice_interpolator="cubic")
+
+
 def test_resampling_an_integer_scan_interpolates_without_truncation():
     fine = np.random.default_rng(3).integers(-300, 300, (8, 16, 16)).astype(np.int16)
     img = _image(fine, (1.0, 1.0, 2.0))

@@ -161,6 +161,8 @@ def test_bad_training_input_is_refused():
         TrainConfig(backbone="unet3d", input="patch", seg_lr=0.01)
     with pytest.raises(ValueError, match="'seg_batch_size': must be positive, got 0"):
         TrainConfig(backbone="unet3d", input="patch", seg_epochs=2, seg_batch_size=0)
+    with pytest.raises(ValueError, match="'slice_interpolation': expected 'linear' or 'nearest'"):
+        TrainConfig(slice_interpolation="bspline")
 
 
 def test_device_names_are_checked():
