@@ -24,6 +24,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -132,7 +133,9 @@ class TrainConfig:
     pretrain_epochs, pretrain_horizon, label_smoothing : k-year pretraining
         Binary "event before ``pretrain_horizon`` months" with smoothed BCE.
     seg_epochs : int
-        Dice-loss segmentation epochs first (``unet3d`` backbones only).
+        Dice-loss segmentation epochs first (``unet3d`` backbones only), run once
+        on every training patient's mask (no outcomes); each ensemble member
+        starts its Cox epochs from the segmenting U-Nets.
     seg_lr, seg_batch_size : float, int or None
         Learning rate and batch size of the segmentation epochs (None: ``lr``,
         ``batch_size``). Dice on single patches learns from many small steps,
@@ -835,11 +838,8 @@ def split_train_validation(data: BagData, cfg: TrainConfig,
 
 
 def _phase(epoch: int, cfg: TrainConfig) -> str:
-    if epoch < cfg.seg_epochs:
-        return "seg"
-    if epoch < cfg.seg_epochs + cfg.pretrain_epochs:
-        return "pretrain"
-    return "cox"
+    """Phase of a network's ``epoch`` after segmentation: k-year pretraining, then Cox."""
+    return "pretrain" if epoch < cfg.pretrain_epochs else "cox"
 
 
 def _dist() -> tuple[int, int]:
@@ -858,17 +858,17 @@ def init_distributed(device: torch.device) -> bool:
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: BagData,
-                train_idx: np.ndarray, epoch: int, cfg: TrainConfig,
+                train_idx: np.ndarray, epoch: int, phase: str, cfg: TrainConfig,
                 device: torch.device, progress: bool = False) -> float:
-    """One pass over the training patients; returns the mean batch loss.
+    """One pass over the training patients in ``phase`` (``"seg"``, ``"pretrain"``,
+    ``"cox"``); returns the mean batch loss.
 
-    The epoch's phase sets the learning rate and batch size (``seg_lr`` and
+    The phase sets the learning rate and batch size (``seg_lr`` and
     ``seg_batch_size`` while segmenting, else ``lr`` and ``batch_size``).
     Batches are drawn from a permutation fixed by ``(seed, epoch)``; under DDP
     each process takes every ``world``-th patient of each batch.
     """
     rank, world = _dist()
-    phase = _phase(epoch, cfg)
     torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank)  # dropout
     gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 104_729 + rank)
     order = train_idx[torch.randperm(len(train_idx),
@@ -930,14 +930,70 @@ def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     return ckpt
 
 
+def _ddp(module: nn.Module, dev: torch.device) -> nn.Module:
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=[dev.index] if dev.type == "cuda" else None,
+        find_unused_parameters=True)
+
+
+def _fit_segmentation(cfg: TrainConfig, data: BagData, out: Path, dev: torch.device,
+                      distributed: bool, resume: bool, progress: bool,
+                      callback: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Dice-loss segmentation epochs of the U-Nets, once for every network of the run.
+
+    Trains on all of ``data``'s patients (masks, no outcomes), from the
+    network that seed ``cfg.seed`` builds. Every ensemble member then starts its
+    Cox phase from these U-Nets and this optimizer state, each with its own
+    seed's risk head. Returns ``unets`` (the :class:`Segmenter` weights),
+    ``optimizer``, ``history`` and ``seconds``; ``out/last.pt`` is rewritten
+    after every epoch and a finished stage is not rerun on resume.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rank, _ = _dist()
+    _seed_all(cfg.seed)
+    model = build_model(dataclasses.replace(cfg, ensemble=1)).to(dev)
+    seg = Segmenter(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state: dict[str, Any] = {"epoch": 0, "history": [], "seconds": 0.0}
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        ckpt = _load_checkpoint(ckpt_path, cfg)
+        seg.load_state_dict(ckpt["unets"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state.update({k: ckpt[k] for k in state})
+        _log(f"[{cfg.name} segmentation] resumed from {ckpt_path} after epoch {state['epoch']}")
+    net = _ddp(seg, dev) if distributed else seg
+    everyone = np.arange(len(data))
+    start = _time.time() - state["seconds"]
+    while state["epoch"] < cfg.seg_epochs:
+        epoch = state["epoch"]
+        loss = train_epoch(net, opt, data, everyone, epoch, "seg", cfg, dev, progress)
+        record = {"epoch": epoch + 1, "phase": "seg", "loss": loss}
+        state["epoch"] = epoch + 1
+        state["history"].append(record)
+        state["seconds"] = _time.time() - start
+        if rank == 0:
+            _save({"config": cfg.to_dict(), "config_hash": cfg.hash(), "unets": seg.state_dict(),
+                   "optimizer": opt.state_dict(), **state}, ckpt_path)
+        if progress:
+            _log(f"[{cfg.name} segmentation] epoch {epoch + 1}/{cfg.seg_epochs}: "
+                 f"Dice loss {loss:.4f}")
+        if callback is not None:
+            callback(record)
+    return {"unets": seg.state_dict(), "optimizer": opt.state_dict(), **state}
+
+
 def _fit_member(cfg: TrainConfig, data: BagData, member: int,
                 split: tuple[np.ndarray, np.ndarray], out: Path, dev: torch.device,
                 distributed: bool, resume: bool, progress: bool,
-                callback: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+                callback: Callable[[dict[str, Any]], None] | None,
+                segmentation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one network (a single model, or member ``member`` of an ensemble) in ``out``.
 
-    Returns the training state: ``best_state`` (weights at the best validation
-    C), ``best_c``, ``best_epoch``, ``history`` and ``seconds``.
+    ``segmentation`` (from :func:`_fit_segmentation`) gives the U-Nets and optimizer
+    state to start from. Returns the training state: ``best_state`` (weights at
+    the best validation C), ``best_c``, ``best_epoch`` (counting this network's
+    pretraining and Cox epochs), ``history`` and ``seconds``.
     """
     out.mkdir(parents=True, exist_ok=True)
     rank, _ = _dist()
@@ -947,6 +1003,9 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
     _seed_all(run_cfg.seed)
     model = build_model(run_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if segmentation is not None:  # a copy: the optimizer updates its state tensors in place
+        Segmenter(model).load_state_dict(segmentation["unets"])
+        opt.load_state_dict(copy.deepcopy(segmentation["optimizer"]))
     state = {"epoch": 0, "best_c": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
              "best_state": None, "seconds": 0.0}
     ckpt_path = out / CHECKPOINT
@@ -961,27 +1020,20 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
         _log(f"[{label}] resumed from {ckpt_path} after epoch {state['epoch']}")
     elif resume:
         _log(f"[{label}] no checkpoint in {out}; starting afresh")
-    nets: dict[str, nn.Module] = {"pretrain": model, "cox": model}
-    if cfg.seg_epochs:
-        nets["seg"] = Segmenter(model)
-    if distributed:  # one wrapper per module; a wrapper only syncs after its own forward
-        wrapped = {id(v): nn.parallel.DistributedDataParallel(
-            v, device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=True) for v in nets.values()}
-        nets = {k: wrapped[id(v)] for k, v in nets.items()}
+    net = _ddp(model, dev) if distributed else model
     val = data.subset(val_idx)
-    total = cfg.seg_epochs + cfg.pretrain_epochs + cfg.epochs
+    total = cfg.pretrain_epochs + cfg.epochs
     start = _time.time() - state["seconds"]
     stopped = state["bad_epochs"] >= cfg.patience
     while state["epoch"] < total and not stopped:
         epoch = state["epoch"]
         phase = _phase(epoch, cfg)
-        loss = train_epoch(nets[phase], opt, data, train_idx, epoch, run_cfg, dev, progress)
+        loss = train_epoch(net, opt, data, train_idx, epoch, phase, run_cfg, dev, progress)
         c = harrell_c(predict_risk(model, val, dev), val.time, val.event)
         record = {"epoch": epoch + 1, "phase": phase, "loss": loss, "val_c_index": c}
         if cfg.ensemble > 1:
             record["member"] = member
-        cox_epochs = epoch + 1 - cfg.seg_epochs - cfg.pretrain_epochs
+        cox_epochs = epoch + 1 - cfg.pretrain_epochs
         if phase == "cox" and cox_epochs >= cfg.min_epochs:
             if c > state["best_c"] + 1e-9:
                 state.update(best_c=c, best_epoch=epoch + 1, bad_epochs=0,
@@ -1020,8 +1072,9 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         early stopping (:func:`split_train_validation`).
     out_dir : path
         Receives ``last.pt`` (checkpoint after every epoch; for an ensemble one
-        per member, in ``member_<k>/``) and, when training finishes,
-        ``model.pt`` (the locked model: every member at its best validation C).
+        per member, in ``member_<k>/``; the segmentation epochs in
+        ``segmentation/``) and, when training finishes, ``model.pt`` (the
+        locked model: every member at its best validation C).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``...
     resume : bool
@@ -1036,7 +1089,8 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     -------
     dict
         The content of ``model.pt`` without the weights: config, hashes,
-        history, best epoch and validation C-index, split, training time,
+        history (the segmentation epochs first), best epoch (counted after
+        segmentation) and validation C-index, split, training time,
         device type and whether bf16 autocast was on (CUDA with ``cfg.amp``). For
         an ensemble, ``best_epoch`` lists the members', ``val_c_index`` is the
         C-index of the out-of-fold risks (each patient scored by the member
@@ -1063,22 +1117,29 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     data_hash = data.digest()
     info: dict[str, Any] = {"config": cfg.to_dict(), "config_hash": cfg.hash(),
                             "data_hash": data_hash, "seed": cfg.seed}
+    seg = None
+    if cfg.seg_epochs:
+        seg = _fit_segmentation(cfg, data, out / "segmentation", dev, distributed, resume,
+                                progress, callback)
+    seg_history, seg_seconds = (seg["history"], seg["seconds"]) if seg else ([], 0.0)
     if cfg.ensemble == 1:
         state = _fit_member(cfg, data, 0, splits[0], out, dev, distributed, resume, progress,
-                            callback)
+                            callback, seg)
         model = build_model(cfg)
         model.load_state_dict(state["best_state"])
         train_idx, val_idx = splits[0]
         info.update(best_epoch=state["best_epoch"], val_c_index=state["best_c"],
-                    history=state["history"], train_ids=[data.ids[i] for i in train_idx],
-                    val_ids=[data.ids[i] for i in val_idx], train_seconds=state["seconds"])
+                    history=seg_history + state["history"],
+                    train_ids=[data.ids[i] for i in train_idx],
+                    val_ids=[data.ids[i] for i in val_idx],
+                    train_seconds=seg_seconds + state["seconds"])
     else:
         model = build_model(cfg)
         out_of_fold = np.zeros(len(data))
-        records, history = [], []
+        records, history = [], list(seg_history)
         for k, (train_idx, val_idx) in enumerate(splits):
             state = _fit_member(cfg, data, k, (train_idx, val_idx), out / f"member_{k}", dev,
-                                distributed, resume, progress, callback)
+                                distributed, resume, progress, callback, seg)
             net = model.members[k]
             net.load_state_dict(state["best_state"])
             risk = predict_risk(net.to(dev), data, dev, tta=cfg.tta)  # its folds and fold k
@@ -1098,7 +1159,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                     val_c_index=harrell_c(out_of_fold, data.time, data.event),
                     history=history, members=records, train_ids=list(data.ids),
                     val_ids=list(data.ids),
-                    train_seconds=float(sum(r["train_seconds"] for r in records)))
+                    train_seconds=seg_seconds + float(sum(r["train_seconds"] for r in records)))
     info.update(torch=torch.__version__, device=dev.type, amp=cfg.amp and dev.type == "cuda")
     if rank == 0:
         _save({**info, "model": model.state_dict()}, out / MODEL)
