@@ -422,6 +422,50 @@ def test_ensemble_members_start_from_one_segmentation_stage_and_resume(tmp_path)
         assert torch.equal(value, b[key]), key
 
 
+def _ddp_fit_worker(rank, port, cfg_dict, out_dir):
+    import os
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    data, _ = _blob_volumes(24, seed=8)
+    try:
+        fit(TrainConfig.from_dict(cfg_dict), data, out_dir, device="cpu", progress=False)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_segmentation_stage_under_ddp_matches_one_process(tmp_path):
+    """Two gloo processes, each segmenting every other patch of a batch, average
+    their Dice gradients: without batch statistics or augmentation the shared
+    segmentation stage ends where one process on whole batches does; the Cox
+    members then train and rank 0 alone writes the locked model."""
+    import socket
+
+    cfg = TrainConfig(name="u", input="patch", backbone="unet3d", pooling="mean",
+                      backbone_args={"width": 4, "depth": 2, "norm": "instance"},
+                      patch_size=[16, 16, 16], seg_epochs=2, seg_lr=3e-2, seg_batch_size=6,
+                      epochs=1, batch_size=12, lr=1e-3, ensemble=2, patience=5,
+                      flip=False, rotate_deg=0.0, intensity=0.0, blur=0.0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_fit_worker, args=(port, cfg.to_dict(),
+                                                       str(tmp_path / "ddp")), nprocs=2)
+    data, _ = _blob_volumes(24, seed=8)
+    one = fit(cfg, data, tmp_path / "one", device="cpu", progress=False)
+    a = torch.load(tmp_path / "ddp" / "segmentation" / CHECKPOINT, weights_only=False)
+    b = torch.load(tmp_path / "one" / "segmentation" / CHECKPOINT, weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["history"][1]["loss"] < a["history"][0]["loss"]
+    for key, value in b["unets"].items():
+        # Adam's steps amplify rounding where gradients are near zero (4e-5 at most here);
+        # processes that do not average, each on its own half, fail at the first weight
+        torch.testing.assert_close(a["unets"][key], value, rtol=0.0, atol=1e-4, msg=key)
+    locked = torch.load(tmp_path / "ddp" / MODEL, weights_only=False)
+    assert [h["phase"] for h in locked["history"]] == ["seg"] * 2 + ["cox"] * 2
+    assert len(locked["members"]) == len(one["members"]) == 2
+
+
 def test_segmentation_epochs_take_their_own_learning_rate_and_batch_size(tmp_path):
     """At the Cox phase's rate and batch size (lr 1e-3, 20 patients: 2 steps per
     epoch) six Dice epochs barely move; at seg_lr 3e-2 and seg_batch_size 5 the
