@@ -1003,9 +1003,6 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
     _seed_all(run_cfg.seed)
     model = build_model(run_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if segmentation is not None:  # a copy: the optimizer updates its state tensors in place
-        Segmenter(model).load_state_dict(segmentation["unets"])
-        opt.load_state_dict(copy.deepcopy(segmentation["optimizer"]))
     state = {"epoch": 0, "best_c": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
              "best_state": None, "seconds": 0.0}
     ckpt_path = out / CHECKPOINT
@@ -1018,8 +1015,12 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
         opt.load_state_dict(ckpt["optimizer"])
         state.update({k: ckpt[k] for k in state})
         _log(f"[{label}] resumed from {ckpt_path} after epoch {state['epoch']}")
-    elif resume:
-        _log(f"[{label}] no checkpoint in {out}; starting afresh")
+    else:
+        if resume:
+            _log(f"[{label}] no checkpoint in {out}; starting afresh")
+        if segmentation is not None:  # a copy: the optimizer updates its state in place
+            Segmenter(model).load_state_dict(segmentation["unets"])
+            opt.load_state_dict(copy.deepcopy(segmentation["optimizer"]))
     net = _ddp(model, dev) if distributed else model
     val = data.subset(val_idx)
     total = cfg.pretrain_epochs + cfg.epochs

@@ -390,10 +390,10 @@ def test_ensemble_members_start_from_one_segmentation_stage_and_resume(tmp_path)
     assert [h["phase"] for h in full["history"]] == ["seg"] * 3 + ["cox"] * 4
     seg = torch.load(tmp_path / "full" / "segmentation" / CHECKPOINT, weights_only=False)
     assert seg["epoch"] == 3 and seg["history"] == full["history"][:3]
+    unet = {name.removeprefix("unets.0."): value for name, value in seg["unets"].items()}
     for k in range(2):  # Cox epochs leave the decoder as segmentation left it
         member = torch.load(tmp_path / "full" / f"member_{k}" / CHECKPOINT,
                             weights_only=False)["model"]
-        unet = {name.removeprefix("unets.0."): value for name, value in seg["unets"].items()}
         assert torch.equal(member["encoder.unet.seg_head.weight"], unet["seg_head.weight"])
         assert torch.equal(member["encoder.unet.dec.0.0.weight"], unet["dec.0.0.weight"])
         assert not torch.equal(member["encoder.unet.down.0.0.weight"], unet["down.0.0.weight"])
