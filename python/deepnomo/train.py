@@ -136,6 +136,12 @@ class TrainConfig:
         Dice-loss segmentation epochs first (``unet3d`` backbones only), run once
         on every training patient's mask (no outcomes); each ensemble member
         starts its Cox epochs from the segmenting U-Nets.
+    head_ridge : float
+        0 keeps the risk head the network trained. Above 0, once a network is
+        locked, its linear risk head is refit by a ridge-penalized Cox model
+        with this penalty on the pooled features of the patients it trained on
+        (:func:`refit_risk_head`): full risk sets instead of batch ones, and a
+        penalty that shares weight among correlated features.
     seg_lr, seg_batch_size : float, int or None
         Learning rate and batch size of the segmentation epochs (None: ``lr``,
         ``batch_size``). Dice on single patches learns from many small steps,
@@ -181,6 +187,7 @@ class TrainConfig:
     pretrain_horizon: float = 36.0
     label_smoothing: float = 0.1
     seg_epochs: int = 0
+    head_ridge: float = 0.0
     seg_lr: float | None = None
     seg_batch_size: int | None = None
     max_loss: float = 1e4
@@ -221,6 +228,8 @@ class TrainConfig:
                                             or min(self.spacing_mm) <= 0):
             raise ValueError(f"config 'spacing_mm': expected three positive spacings (x, y, z) "
                              f"in mm, got {self.spacing_mm}")
+        if not self.head_ridge >= 0:
+            raise ValueError(f"config 'head_ridge': must be >= 0, got {self.head_ridge}")
         if self.min_epochs > self.epochs:
             raise ValueError(f"config 'min_epochs': {self.min_epochs} exceeds epochs "
                              f"{self.epochs}")
@@ -692,6 +701,47 @@ def predict_embedding(model: SurvivalMIL | RiskEnsemble, data: BagData,
     return _bag_outputs(model, data, device, batch_size, "embedding", autocast=False, tta=tta)
 
 
+def refit_risk_head(model: SurvivalMIL, data: BagData, cfg: TrainConfig,
+                    device: str | torch.device = "cpu") -> np.ndarray:
+    r"""Refit a locked network's linear risk head by ridge Cox on its pooled features.
+
+    With the patients' pooled features :math:`z_i` (:func:`predict_embedding`, over
+    the eight in-plane views when ``cfg.tta``), standardized by their mean
+    :math:`\mu` and SD :math:`s` over ``data``, the head becomes
+    :math:`\eta = \sum_f \beta_f (z_f - \mu_f) / s_f`, with :math:`\beta` from
+    :func:`deepnomo.ridge_cox.fit_ridge_cox` (penalty ``cfg.head_ridge``, ties
+    ``cfg.ties``); constant features get no weight. The encoder and pooling
+    are not changed. Since the risk is linear in the pooled features, the
+    mean risk over views equals the head applied to the mean features.
+
+    Parameters
+    ----------
+    model : SurvivalMIL
+        Modified in place.
+    data : BagData
+        The patients the network trained on (never validation or test patients).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        The new risk of each patient of ``data``.
+    """
+    from deepnomo.ridge_cox import fit_ridge_cox
+
+    z = predict_embedding(model, data, device, tta=cfg.tta)
+    mu, sd = z.mean(0), z.std(0)
+    keep = sd > 1e-8 * max(1.0, float(np.abs(z).max()))
+    xs = np.zeros_like(z)
+    xs[:, keep] = (z[:, keep] - mu[keep]) / sd[keep]
+    beta = fit_ridge_cox(xs, data.time, data.event, cfg.head_ridge, ties=cfg.ties)
+    weight = np.where(keep, beta / np.where(keep, sd, 1.0), 0.0)
+    head = model.risk_head
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype).view_as(head.weight))
+        head.bias.fill_(float(-(weight * mu).sum()))
+    return xs @ beta
+
+
 def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
                   treated: np.ndarray, hidden: Sequence[int] = (32,), dropout: float = 0.1,
                   lr: float = 1e-2, weight_decay: float = 1e-3, epochs: int = 500,
@@ -1129,6 +1179,11 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         model = build_model(cfg)
         model.load_state_dict(state["best_state"])
         train_idx, val_idx = splits[0]
+        if cfg.head_ridge:
+            refit_risk_head(model.to(dev), data.subset(train_idx), cfg, dev)
+            model.cpu()
+            val = data.subset(val_idx)
+            state["best_c"] = harrell_c(predict_risk(model, val), val.time, val.event)
         info.update(best_epoch=state["best_epoch"], val_c_index=state["best_c"],
                     history=seg_history + state["history"],
                     train_ids=[data.ids[i] for i in train_idx],
@@ -1143,6 +1198,8 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                                 distributed, resume, progress, callback, seg)
             net = model.members[k]
             net.load_state_dict(state["best_state"])
+            if cfg.head_ridge:
+                refit_risk_head(net.to(dev), data.subset(train_idx), cfg, dev)
             risk = predict_risk(net.to(dev), data, dev, tta=cfg.tta)  # its folds and fold k
             net.cpu()
             shift, scale = float(risk[train_idx].mean()), float(risk[train_idx].std())

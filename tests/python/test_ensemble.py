@@ -9,12 +9,14 @@ import torch
 from deepnomo.explain import grad_cam
 from deepnomo.metrics import harrell_c
 from deepnomo.nn.mil import RiskEnsemble, SurvivalMIL, members
+from deepnomo.ridge_cox import fit_ridge_cox
 from deepnomo.train import (
     MODEL,
     ConfigMismatchError,
     build_model,
     fit,
     load_model,
+    predict_embedding,
     predict_risk,
     split_train_validation,
 )
@@ -90,6 +92,55 @@ def test_ensemble_learns_known_risk_with_out_of_fold_validation(tmp_path):
     # members differ (different folds and seeds)
     a, b = (dict(m.named_parameters())["risk_head.weight"] for m in model.members[:2])
     assert not torch.equal(a, b)
+
+
+def test_head_refit_is_a_ridge_cox_on_each_members_training_folds(tmp_path):
+    train, _ = blob_data(120, seed=5, size=16, k=2)
+    test, truth = blob_data(150, seed=6, size=16, k=2)
+    base = small_config(epochs=4, ensemble=3, tta=True)
+    fit(base, train, tmp_path / "plain", device="cpu", progress=False)
+    cfg = small_config(epochs=4, ensemble=3, tta=True, head_ridge=0.3)
+    info = fit(cfg, train, tmp_path / "refit", device="cpu", progress=False)
+    plain, _, _ = load_model(tmp_path / "plain")
+    model, _, _ = load_model(tmp_path / "refit")
+    oof = np.zeros(len(train))
+    for k in range(3):
+        old, new = plain.members[k], model.members[k]
+        for name, value in old.state_dict().items():  # the same network: only the head differs
+            same = torch.equal(value, new.state_dict()[name])
+            assert same != name.startswith("risk_head."), name
+        # independent recomputation: standardized pooled features (mean over the eight
+        # views) of the member's own training folds, ridge Cox, head in raw feature units
+        tr, va = split_train_validation(train, cfg, k)
+        z = predict_embedding(new, train.subset(tr), tta=True)
+        beta = fit_ridge_cox((z - z.mean(0)) / z.std(0), train.time[tr], train.event[tr], 0.3)
+        weight = beta / z.std(0)
+        np.testing.assert_allclose(new.risk_head.weight.detach().numpy().ravel(), weight,
+                                   rtol=1e-4, atol=1e-5)
+        assert new.risk_head.bias.item() == pytest.approx(-(weight * z.mean(0)).sum(), abs=1e-4)
+        fitted = predict_risk(new, train.subset(tr), tta=True)
+        np.testing.assert_allclose(fitted, (z - z.mean(0)) @ weight, atol=1e-4)
+        oof[va] = (predict_risk(new, train.subset(va), tta=True) - fitted.mean()) / fitted.std()
+    # the card's validation C is out of fold for the refit heads too
+    assert info["val_c_index"] == pytest.approx(harrell_c(oof, train.time, train.event), abs=1e-6)
+    c_refit = harrell_c(predict_risk(model, test, tta=True), test.time, test.event)
+    assert c_refit >= 0.9 * harrell_c(truth, test.time, test.event)
+    # a single network: its head is refit on its training share, and the card's validation C
+    # is the refit model's
+    single = small_config(epochs=4, head_ridge=0.3)
+    info = fit(single, train, tmp_path / "single", device="cpu", progress=False)
+    net, _, _ = load_model(tmp_path / "single")
+    ids = {pid: i for i, pid in enumerate(train.ids)}
+    tr = train.subset([ids[p] for p in info["train_ids"]])
+    va = train.subset([ids[p] for p in info["val_ids"]])
+    z = predict_embedding(net, tr)
+    beta = fit_ridge_cox((z - z.mean(0)) / z.std(0), tr.time, tr.event, 0.3)
+    np.testing.assert_allclose(net.risk_head.weight.detach().numpy().ravel(), beta / z.std(0),
+                               rtol=1e-4, atol=1e-5)
+    assert info["val_c_index"] == pytest.approx(harrell_c(predict_risk(net, va), va.time,
+                                                          va.event), abs=1e-9)
+    with pytest.raises(ValueError, match="config 'head_ridge': must be >= 0"):
+        small_config(head_ridge=-0.1)
 
 
 def test_ensemble_resume_skips_finished_members_and_matches(tmp_path):
