@@ -51,6 +51,7 @@ from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
 from deepnomo.nn.mil import RiskEnsemble, SurvivalMIL, collate_bags
 from deepnomo.nn.multitask import MultiTaskCox, MultiTaskEnsemble
+from deepnomo.ridge_cox import fit_ridge_cox
 
 INPUTS = ("slices", "patch", "multichannel", "tiles")
 CHECKPOINT = "last.pt"
@@ -701,45 +702,49 @@ def predict_embedding(model: SurvivalMIL | RiskEnsemble, data: BagData,
     return _bag_outputs(model, data, device, batch_size, "embedding", autocast=False, tta=tta)
 
 
-def refit_risk_head(model: SurvivalMIL, data: BagData, cfg: TrainConfig,
+def refit_risk_head(model: SurvivalMIL, data: BagData, fit_idx: np.ndarray, cfg: TrainConfig,
                     device: str | torch.device = "cpu") -> np.ndarray:
     r"""Refit a locked network's linear risk head by ridge Cox on its pooled features.
 
     With the patients' pooled features :math:`z_i` (:func:`predict_embedding`, over
     the eight in-plane views when ``cfg.tta``), standardized by their mean
-    :math:`\mu` and SD :math:`s` over ``data``, the head becomes
+    :math:`\mu` and SD :math:`s` over the patients ``fit_idx``, the head becomes
     :math:`\eta = \sum_f \beta_f (z_f - \mu_f) / s_f`, with :math:`\beta` from
-    :func:`deepnomo.ridge_cox.fit_ridge_cox` (penalty ``cfg.head_ridge``, ties
-    ``cfg.ties``); constant features get no weight. The encoder and pooling
-    are not changed. Since the risk is linear in the pooled features, the
-    mean risk over views equals the head applied to the mean features.
+    :func:`deepnomo.ridge_cox.fit_ridge_cox` on those patients (penalty
+    ``cfg.head_ridge``, ties ``cfg.ties``); constant features get no weight. The
+    encoder and pooling are not changed. Since the risk is linear in the pooled
+    features, the mean risk over views equals the head applied to the mean
+    features, so the new risks come from the same forward pass.
 
     Parameters
     ----------
     model : SurvivalMIL
         Modified in place.
     data : BagData
-        The patients the network trained on (never validation or test patients).
+        Patients to score with the new head.
+    fit_idx : ndarray of int
+        Those of ``data`` the network trained on (never validation or test
+        patients): the head is fitted on them alone.
 
     Returns
     -------
-    ndarray, shape (n,)
-        The new risk of each patient of ``data``.
+    ndarray, shape (len(data),)
+        The new risk of every patient of ``data``, as :func:`predict_risk` gives it
+        (with ``tta=cfg.tta``) up to rounding.
     """
-    from deepnomo.ridge_cox import fit_ridge_cox
-
     z = predict_embedding(model, data, device, tta=cfg.tta)
-    mu, sd = z.mean(0), z.std(0)
-    keep = sd > 1e-8 * max(1.0, float(np.abs(z).max()))
-    xs = np.zeros_like(z)
-    xs[:, keep] = (z[:, keep] - mu[keep]) / sd[keep]
-    beta = fit_ridge_cox(xs, data.time, data.event, cfg.head_ridge, ties=cfg.ties)
-    weight = np.where(keep, beta / np.where(keep, sd, 1.0), 0.0)
+    fit = z[fit_idx]
+    mu, sd = fit.mean(0), fit.std(0)
+    keep = sd > 1e-8 * max(1.0, float(np.abs(fit).max()))
+    weight = np.zeros_like(mu)
+    beta = fit_ridge_cox((fit[:, keep] - mu[keep]) / sd[keep], data.time[fit_idx],
+                         data.event[fit_idx], cfg.head_ridge, ties=cfg.ties)
+    weight[keep] = beta / sd[keep]
     head = model.risk_head
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype).view_as(head.weight))
         head.bias.fill_(float(-(weight * mu).sum()))
-    return xs @ beta
+    return (z - mu) @ weight
 
 
 def fit_multitask(features: np.ndarray, time: np.ndarray, event: np.ndarray,
@@ -1180,10 +1185,9 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         model.load_state_dict(state["best_state"])
         train_idx, val_idx = splits[0]
         if cfg.head_ridge:
-            refit_risk_head(model.to(dev), data.subset(train_idx), cfg, dev)
+            risk = refit_risk_head(model.to(dev), data, train_idx, cfg, dev)
             model.cpu()
-            val = data.subset(val_idx)
-            state["best_c"] = harrell_c(predict_risk(model, val), val.time, val.event)
+            state["best_c"] = harrell_c(risk[val_idx], data.time[val_idx], data.event[val_idx])
         info.update(best_epoch=state["best_epoch"], val_c_index=state["best_c"],
                     history=seg_history + state["history"],
                     train_ids=[data.ids[i] for i in train_idx],
@@ -1198,9 +1202,10 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                                 distributed, resume, progress, callback, seg)
             net = model.members[k]
             net.load_state_dict(state["best_state"])
-            if cfg.head_ridge:
-                refit_risk_head(net.to(dev), data.subset(train_idx), cfg, dev)
-            risk = predict_risk(net.to(dev), data, dev, tta=cfg.tta)  # its folds and fold k
+            if cfg.head_ridge:  # its folds and fold k, in the refit's own forward pass
+                risk = refit_risk_head(net.to(dev), data, train_idx, cfg, dev)
+            else:
+                risk = predict_risk(net.to(dev), data, dev, tta=cfg.tta)
             net.cpu()
             shift, scale = float(risk[train_idx].mean()), float(risk[train_idx].std())
             if not scale > 0:
