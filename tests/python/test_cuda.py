@@ -14,7 +14,16 @@ from deepnomo.explain import grad_cam
 from deepnomo.losses import cox_ph_loss
 from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import build_backbone
-from deepnomo.train import CHECKPOINT, augment, fit, load_model, predict_embedding, predict_risk
+from deepnomo.ridge_cox import fit_ridge_cox
+from deepnomo.train import (
+    CHECKPOINT,
+    augment,
+    fit,
+    load_model,
+    predict_embedding,
+    predict_risk,
+    split_train_validation,
+)
 from test_backbones import SMALL
 from test_train import blob_data, small_config
 
@@ -87,6 +96,22 @@ def test_training_on_cuda_with_amp_learns_the_blob_risk(tmp_path):
     emb_gpu = predict_embedding(model, test, CUDA)  # full precision on both devices
     emb_cpu = predict_embedding(model.cpu(), test)
     np.testing.assert_allclose(emb_gpu, emb_cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_head_refit_on_cuda_is_a_ridge_cox_on_each_members_training_folds(tmp_path):
+    train, _ = blob_data(120, seed=5, size=16, k=2)
+    cfg = small_config(epochs=3, ensemble=2, tta=True, head_ridge=0.3, amp=True)
+    fit(cfg, train, tmp_path, device="cuda", progress=False)
+    model, _, _ = load_model(tmp_path)
+    for k, member in enumerate(model.members):
+        # the refit's features come from the full-precision pass on the training device
+        tr, _ = split_train_validation(train, cfg, k)
+        z = predict_embedding(member.to(CUDA), train.subset(tr), CUDA, tta=True)
+        beta = fit_ridge_cox((z - z.mean(0)) / z.std(0), train.time[tr], train.event[tr], 0.3)
+        head = member.risk_head
+        np.testing.assert_allclose(head.weight.detach().cpu().numpy().ravel(), beta / z.std(0),
+                                   rtol=1e-3, atol=1e-4)
+        assert head.bias.item() == pytest.approx(-(beta / z.std(0) * z.mean(0)).sum(), abs=1e-3)
 
 
 def test_checkpoint_moves_between_cuda_and_cpu(tmp_path):
