@@ -14,7 +14,6 @@ from deepnomo.explain import grad_cam
 from deepnomo.losses import cox_ph_loss
 from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import build_backbone
-from deepnomo.ridge_cox import fit_ridge_cox
 from deepnomo.train import (
     CHECKPOINT,
     augment,
@@ -25,6 +24,7 @@ from deepnomo.train import (
     split_train_validation,
 )
 from test_backbones import SMALL
+from test_ensemble import expected_head
 from test_train import blob_data, small_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -107,11 +107,11 @@ def test_head_refit_on_cuda_is_a_ridge_cox_on_each_members_training_folds(tmp_pa
         # the refit's features come from the full-precision pass on the training device
         tr, _ = split_train_validation(train, cfg, k)
         z = predict_embedding(member.to(CUDA), train.subset(tr), CUDA, tta=True)
-        beta = fit_ridge_cox((z - z.mean(0)) / z.std(0), train.time[tr], train.event[tr], 0.3)
+        weight, bias = expected_head(z, train.time[tr], train.event[tr], 0.3)
         head = member.risk_head
-        np.testing.assert_allclose(head.weight.detach().cpu().numpy().ravel(), beta / z.std(0),
+        np.testing.assert_allclose(head.weight.detach().cpu().numpy().ravel(), weight,
                                    rtol=1e-3, atol=1e-4)
-        assert head.bias.item() == pytest.approx(-(beta / z.std(0) * z.mean(0)).sum(), abs=1e-3)
+        assert head.bias.item() == pytest.approx(bias, abs=1e-3)
 
 
 def test_checkpoint_moves_between_cuda_and_cpu(tmp_path):

@@ -94,6 +94,15 @@ def test_ensemble_learns_known_risk_with_out_of_fold_validation(tmp_path):
     assert not torch.equal(a, b)
 
 
+def expected_head(z: np.ndarray, time: np.ndarray, event: np.ndarray,
+                  penalty: float) -> tuple[np.ndarray, float]:
+    """Head weight and bias recomputed independently: ridge Cox on the standardized pooled
+    features ``z`` (n, p), mapped back to raw feature units."""
+    mu, sd = z.mean(0), z.std(0)
+    weight = fit_ridge_cox((z - mu) / sd, time, event, penalty) / sd
+    return weight, float(-(weight * mu).sum())
+
+
 def test_head_refit_is_a_ridge_cox_on_each_members_training_folds(tmp_path):
     train, _ = blob_data(120, seed=5, size=16, k=2)
     test, truth = blob_data(150, seed=6, size=16, k=2)
@@ -113,11 +122,10 @@ def test_head_refit_is_a_ridge_cox_on_each_members_training_folds(tmp_path):
         # views) of the member's own training folds, ridge Cox, head in raw feature units
         tr, va = split_train_validation(train, cfg, k)
         z = predict_embedding(new, train.subset(tr), tta=True)
-        beta = fit_ridge_cox((z - z.mean(0)) / z.std(0), train.time[tr], train.event[tr], 0.3)
-        weight = beta / z.std(0)
+        weight, bias = expected_head(z, train.time[tr], train.event[tr], 0.3)
         np.testing.assert_allclose(new.risk_head.weight.detach().numpy().ravel(), weight,
                                    rtol=1e-4, atol=1e-5)
-        assert new.risk_head.bias.item() == pytest.approx(-(weight * z.mean(0)).sum(), abs=1e-4)
+        assert new.risk_head.bias.item() == pytest.approx(bias, abs=1e-4)
         fitted = predict_risk(new, train.subset(tr), tta=True)
         np.testing.assert_allclose(fitted, (z - z.mean(0)) @ weight, atol=1e-4)
         oof[va] = (predict_risk(new, train.subset(va), tta=True) - fitted.mean()) / fitted.std()
@@ -133,9 +141,8 @@ def test_head_refit_is_a_ridge_cox_on_each_members_training_folds(tmp_path):
     ids = {pid: i for i, pid in enumerate(train.ids)}
     tr = train.subset([ids[p] for p in info["train_ids"]])
     va = train.subset([ids[p] for p in info["val_ids"]])
-    z = predict_embedding(net, tr)
-    beta = fit_ridge_cox((z - z.mean(0)) / z.std(0), tr.time, tr.event, 0.3)
-    np.testing.assert_allclose(net.risk_head.weight.detach().numpy().ravel(), beta / z.std(0),
+    weight, _ = expected_head(predict_embedding(net, tr), tr.time, tr.event, 0.3)
+    np.testing.assert_allclose(net.risk_head.weight.detach().numpy().ravel(), weight,
                                rtol=1e-4, atol=1e-5)
     assert info["val_c_index"] == pytest.approx(harrell_c(predict_risk(net, va), va.time,
                                                           va.event), abs=1e-9)
