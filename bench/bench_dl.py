@@ -2,7 +2,9 @@
 
 Two sizes per backbone: the published architecture on 64-pixel crops / 32^3
 patches (``paper``) and the reduced network and input size of the default
-training configs (``config``, ``deepnomo/data/dl``).
+training configs (``config``, ``deepnomo/data/dl``). The ROI shape encoder
+(``roi_shape``: one 3D ROI patch per patient, opt-in through ``roi_patch``) has
+one size, its defaults on the recurrent design's grid (``default``).
 On CPU each measurement runs in a fresh process so that peak resident memory
 is its own; on CUDA the peak is ``torch.cuda.max_memory_allocated`` (reset per
 measurement, all in one process) and ``--amp`` runs the step under bf16 autocast
@@ -26,6 +28,7 @@ CASES = {
     "se_resnext": ({"in_channels": 1}, (1, 64, 64), "t3n1_t1.yaml"),
     "efficientnet_lite0": ({"in_channels": 3}, (3, 64, 64), "recurrent_petct.yaml"),
     "unet3d": ({"in_channels": 1}, (1, 32, 32, 32), "stage2_t1.yaml"),
+    "roi_shape": ({"width": 8}, (1, 18, 36, 36), ""),
 }
 
 
@@ -34,11 +37,14 @@ def measure(name: str, size: str, device: str, reps: int, batch: int, amp: bool 
 
     from deepnomo.nn.backbones import build_backbone
     from deepnomo.nn.mil import members
+    from deepnomo.nn.shape import ROIShapeEncoder
     from deepnomo.paths import PACKAGE_DIR
     from deepnomo.train import TrainConfig, build_model, resolve_device
 
     kwargs, shape, cfg_file = CASES[name]
-    if size == "paper":
+    if name == "roi_shape":
+        model = ROIShapeEncoder(**kwargs)
+    elif size == "paper":
         model = build_backbone(name, **kwargs)
     else:
         cfg = TrainConfig.from_yaml(PACKAGE_DIR / "data" / "dl" / cfg_file)
@@ -107,7 +113,7 @@ def main() -> None:
     print(f"{'backbone':<20}{'size':<8}{'device':<10}{'params':>11}  {'input':<16}"
           f"{'inst/s':>9}{'ms/step':>9}{'peak MiB':>10}")
     for name in CASES:
-        for size in ("paper", "config"):
+        for size in ("default",) if name == "roi_shape" else ("paper", "config"):
             if cuda:
                 r = measure(name, size, args.device, args.reps, args.batch, args.amp)
             else:

@@ -6,7 +6,9 @@ encoder's last spatial layer and the bag's risk :math:`\\eta`, the map is
 :math:`\\alpha_k = \\operatorname{mean}_{xy} \\partial\\eta / \\partial A^k_{xy}`,
 upsampled to the input size. Bright = regions that raise the predicted risk.
 For an ensemble the gradients are those of the ensemble's risk, taken at every
-member's layer, and the members' maps are summed.
+member's layer, and the members' maps are summed. A network with a shape encoder
+(``roi_patch``) is run with the patient's ROI patch; the maps show the instance
+encoder's part of the risk.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ MAX_TILES = 8
 MIN_PANEL_PX = 128  # small crops are enlarged (nearest neighbour) to at least this height
 
 
-def grad_cam(model: SurvivalMIL | RiskEnsemble,
-             instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(model: SurvivalMIL | RiskEnsemble, instances: torch.Tensor,
+             roi: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of one bag's risk for each of its instances.
 
     Parameters
@@ -36,6 +38,8 @@ def grad_cam(model: SurvivalMIL | RiskEnsemble,
         Its encoders expose ``cam_layer``.
     instances : Tensor, shape (k, C, *spatial)
         One patient's bag.
+    roi : Tensor, shape (1, D, H, W), optional
+        The patient's ROI patch, for a network with a shape encoder.
 
     Returns
     -------
@@ -55,7 +59,8 @@ def grad_cam(model: SurvivalMIL | RiskEnsemble,
     try:
         with torch.enable_grad():
             out = model(instances, torch.zeros(instances.shape[0], dtype=torch.long,
-                                               device=instances.device), 1)
+                                               device=instances.device), 1,
+                        None if roi is None else roi[None])
             grads = torch.autograd.grad(out.risk[0], captured)
     finally:
         for handle in handles:
@@ -110,8 +115,10 @@ def save_heatmaps(model: SurvivalMIL | RiskEnsemble, data: BagData, out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     model.to(device)
     paths = []
-    for pid, bag in zip(data.ids, data.bags, strict=True):
-        cam, weights = grad_cam(model, torch.from_numpy(bag).to(device))
+    rois = data.rois or [None] * len(data)
+    for pid, bag, roi in zip(data.ids, data.bags, rois, strict=True):
+        cam, weights = grad_cam(model, torch.from_numpy(bag).to(device),
+                                None if roi is None else torch.from_numpy(roi).to(device))
         order = torch.argsort(weights, descending=True)[:MAX_TILES].cpu().numpy()
         panels = [overlay(*_plane(bag[i], cam[i].cpu().numpy()), alpha=alpha) for i in order]
         path = out / f"{pid}.png"

@@ -51,6 +51,7 @@ from deepnomo.metrics import harrell_c
 from deepnomo.nn.backbones import MultiSequenceEncoder, UNetEncoder, build_backbone
 from deepnomo.nn.mil import RiskEnsemble, SurvivalMIL, collate_bags
 from deepnomo.nn.multitask import MultiTaskCox, MultiTaskEnsemble
+from deepnomo.nn.shape import ROIShapeEncoder
 from deepnomo.ridge_cox import fit_ridge_cox
 
 INPUTS = ("slices", "patch", "multichannel", "tiles")
@@ -93,6 +94,14 @@ class TrainConfig:
         (D, H, W) of 3D patches.
     max_slices : int or None
         Most slices per bag (the largest tumour sections are kept by the crops).
+    roi_patch : list of int or None
+        (D, H, W) of a 3D patch of the ROI mask, centred on the tumour's 3D
+        centroid (on the ``spacing_mm`` grid), read by a shape encoder
+        (:class:`deepnomo.nn.shape.ROIShapeEncoder`) whose features join the
+        pooled instance features (``slices`` and ``multichannel`` input; H = W).
+        None: no shape encoder.
+    roi_width : int
+        Channels of the shape encoder's first block.
     spacing_mm : list of float or None
         (x, y, z) voxel spacing, mm: images (linearly) and masks (nearest
         neighbour) are resampled to it before cropping, so that a crop spans the
@@ -165,6 +174,8 @@ class TrainConfig:
     crop_size: int = 64
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
     max_slices: int | None = 8
+    roi_patch: list[int] | None = None
+    roi_width: int = 8
     spacing_mm: list[float] | None = None
     slice_interpolation: str = "linear"
     normalize: str = "zscore"
@@ -211,6 +222,16 @@ class TrainConfig:
         if self.backbone_args.get("pool") == "roi_stats" and self.input != "multichannel":
             raise ValueError("config 'backbone_args': pool 'roi_stats' needs input "
                              "'multichannel' (its last channel is the ROI)")
+        if self.roi_patch is not None:
+            if self.input not in ("slices", "multichannel"):
+                raise ValueError("config 'roi_patch': a shape encoder needs input 'slices' or "
+                                 f"'multichannel', got {self.input!r}")
+            if (len(self.roi_patch) != 3 or min(self.roi_patch) < 1
+                    or self.roi_patch[1] != self.roi_patch[2]):
+                raise ValueError("config 'roi_patch': expected three positive ints (D, H, W) "
+                                 f"with H = W, got {self.roi_patch}")
+            if self.roi_width < 1:
+                raise ValueError(f"config 'roi_width': must be >= 1, got {self.roi_width}")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
         for key in ("seg_lr", "seg_batch_size"):
@@ -258,8 +279,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration.
+
+        Without a shape encoder (``roi_patch`` None) its keys are left out, so that
+        a configuration keeps the hash it had before they existed."""
+        data = self.to_dict()
+        if data["roi_patch"] is None:
+            for key in ("roi_patch", "roi_width"):
+                data.pop(key)
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -284,6 +312,9 @@ class BagData:
     masks : list of ndarray or None
         Segmentation targets shaped like the bags (for ``seg_epochs``).
     cohort : list of str or None
+    rois : list of ndarray or None
+        One 3D ROI patch per patient, shape (1, D, H, W), 0/1 float32 (for a
+        shape encoder, ``roi_patch``).
     """
 
     ids: list[str]
@@ -292,6 +323,7 @@ class BagData:
     event: np.ndarray
     masks: list[np.ndarray] | None = None
     cohort: list[str] | None = None
+    rois: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -309,6 +341,15 @@ class BagData:
                 raise ValueError(f"patient '{pid}': bag with zero instances (shape {bag.shape})")
             if not np.isfinite(bag).all():
                 raise ValueError(f"patient '{pid}': image crops contain NaN or infinite values")
+        if self.rois is not None:
+            if len(self.rois) != n:
+                raise ValueError(f"rois: {len(self.rois)} ROI patches for {n} patients")
+            for pid, roi in zip(self.ids, self.rois, strict=True):
+                if roi.ndim != 4 or roi.shape[0] != 1 or roi.shape != self.rois[0].shape:
+                    raise ValueError(f"patient '{pid}': ROI patch of shape {roi.shape}; expected "
+                                     f"(1, D, H, W) like the others {self.rois[0].shape}")
+                if not roi.any():
+                    raise ValueError(f"patient '{pid}': ROI patch is empty (tumour outside it)")
         bad = ~np.isfinite(self.time) | (self.time < 0)
         if bad.any():
             raise ValueError(f"time: missing or negative for patient(s) "
@@ -324,7 +365,8 @@ class BagData:
         return BagData([self.ids[i] for i in pick], [self.bags[i] for i in pick],
                        self.time[pick], self.event[pick],
                        None if self.masks is None else [self.masks[i] for i in pick],
-                       None if self.cohort is None else [self.cohort[i] for i in pick])
+                       None if self.cohort is None else [self.cohort[i] for i in pick],
+                       None if self.rois is None else [self.rois[i] for i in pick])
 
     def digest(self) -> str:
         """SHA-256 of ids, endpoints and instance arrays: identifies the training data."""
@@ -334,6 +376,8 @@ class BagData:
             h.update(np.float64([t, e]).tobytes())
             h.update(str(bag.shape).encode())
             h.update(np.ascontiguousarray(bag, dtype=np.float32).tobytes())
+        for roi in self.rois or []:
+            h.update(np.ascontiguousarray(roi, dtype=np.float32).tobytes())
         return h.hexdigest()
 
 
@@ -375,12 +419,15 @@ def _tile(image: np.ndarray, size: int) -> np.ndarray:
     return x[0].numpy()
 
 
-def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
-               with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig, with_mask: bool
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One patient's bag, segmentation target (3D patches, ``with_mask``) and ROI patch
+    (``cfg.roi_patch``)."""
     by_mod = {m: rows[rows["modality"] == m] for m in cfg.modalities}
     if cfg.input == "tiles":
         tiles = pd.concat(by_mod.values())
-        return np.stack([_tile(_read_image(root / p), cfg.crop_size) for p in tiles["image"]]), None
+        bag = np.stack([_tile(_read_image(root / p), cfg.crop_size) for p in tiles["image"]])
+        return bag, None, None
     from deepnomo import crops  # imaging side: tumour-centred crops
 
     first = by_mod[cfg.modalities[0]].iloc[0]
@@ -389,23 +436,26 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig,
                           slice_interpolator=cfg.slice_interpolation) for m in cfg.modalities]
     if cfg.normalize == "zscore":
         images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
+    roi = None
+    if cfg.roi_patch is not None:
+        roi = crops.tumor_patch(mask.astype(np.float32), mask, size=tuple(cfg.roi_patch))[None]
     if cfg.input == "slices":
         bag = crops.tumor_slices(images[0], mask, size=cfg.crop_size,
                                  max_slices=cfg.max_slices)[:, None]
-        return np.asarray(bag, dtype=np.float32), None
+        return np.asarray(bag, dtype=np.float32), None, roi
     if cfg.input == "multichannel":
         bag = crops.multichannel_slices(images, mask, size=cfg.crop_size)
         if cfg.max_slices and len(bag) > cfg.max_slices:  # largest ROI sections, in z order
             area = bag[:, -1].sum(axis=(1, 2))
             bag = bag[np.sort(np.argsort(-area, kind="stable")[:cfg.max_slices])]
-        return np.asarray(bag, dtype=np.float32), None
+        return np.asarray(bag, dtype=np.float32), None, roi
     size = tuple(cfg.patch_size)
     bag = np.stack([crops.tumor_patch(im, mask, size=size) for im in images])[None]
     seg = None
     if with_mask:
         m = np.asarray(crops.tumor_patch(mask.astype(np.float32), mask, size=size))
         seg = (m > 0.5 * (m.max() + m.min()))[None, None].astype(np.float32)
-    return np.asarray(bag, dtype=np.float32), seg
+    return np.asarray(bag, dtype=np.float32), seg, None
 
 
 def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConfig,
@@ -463,7 +513,7 @@ def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConf
             raise ValueError(f"cohort table: no patients in cohort '{only_cohort}'")
         ids = cohort["patient_id"].astype(str).tolist()
     groups = dict(tuple(cases.groupby("patient_id")))
-    bags, masks = [], []
+    bags, masks, rois = [], [], []
     for pid in ids:
         rows = groups.get(pid)
         have = set() if rows is None else set(rows["modality"])
@@ -472,15 +522,17 @@ def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConf
             raise ValueError(f"cases ({cases_csv}): patient '{pid}' of the cohort table has no "
                              f"{lacking} image")
         try:
-            bag, seg = _instances(rows, cases_csv.parent, cfg, with_masks)
+            bag, seg, roi = _instances(rows, cases_csv.parent, cfg, with_masks)
         except (ValueError, FileNotFoundError) as exc:
             raise ValueError(f"patient '{pid}': {exc}") from exc
         bags.append(bag)
         masks.append(seg)
+        rois.append(roi)
     return BagData(ids, bags, cohort[f"{cfg.endpoint}_time"].to_numpy(float),
                    cohort[f"{cfg.endpoint}_event"].to_numpy(float),
                    masks if with_masks and cfg.input == "patch" else None,
-                   cohort["cohort"].astype(str).tolist() if "cohort" in cohort else None)
+                   cohort["cohort"].astype(str).tolist() if "cohort" in cohort else None,
+                   rois if cfg.roi_patch is not None else None)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -548,6 +600,22 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     return torch.cat([image, roi], dim=1)
 
 
+def augment_roi(roi: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Randomly flip each ROI patch ``(n, 1, D, H, W)`` along every axis and swap its
+    in-plane axes (when ``cfg.flip``): exact moves of a binary mask, which keep its
+    shape descriptors; no rotation by other angles, which would blur it."""
+    if not cfg.flip:
+        return roi
+    n = roi.shape[0]
+
+    def coin() -> torch.Tensor:
+        return (torch.rand(n, generator=gen) < 0.5).to(roi.device).view(-1, 1, 1, 1, 1)
+
+    for axis in (2, 3, 4):
+        roi = torch.where(coin(), roi.flip(axis), roi)
+    return torch.where(coin(), roi.transpose(3, 4), roi)
+
+
 # ----------------------------------------------------------------------------- model
 
 def build_model(cfg: TrainConfig) -> SurvivalMIL | RiskEnsemble:
@@ -559,7 +627,8 @@ def build_model(cfg: TrainConfig) -> SurvivalMIL | RiskEnsemble:
     sequences = len(cfg.modalities) if cfg.input == "patch" else 1
     encoder = build_backbone(cfg.backbone, in_channels=cfg.in_channels, sequences=sequences,
                              **cfg.backbone_args)
-    return SurvivalMIL(encoder, pooling=cfg.pooling, dropout=cfg.dropout)
+    shape = ROIShapeEncoder(cfg.roi_width) if cfg.roi_patch is not None else None
+    return SurvivalMIL(encoder, pooling=cfg.pooling, dropout=cfg.dropout, shape_encoder=shape)
 
 
 class Segmenter(nn.Module):
@@ -607,11 +676,14 @@ def process_device(dev: torch.device) -> torch.device:
 
 
 def _batch(data: BagData, idx: Sequence[int], device: torch.device
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Instances, bag index, time, event and (when the data have them) ROI patches."""
     x, bag_index = collate_bags([torch.from_numpy(data.bags[i]) for i in idx])
+    roi = None if data.rois is None else torch.from_numpy(
+        np.stack([data.rois[i] for i in idx])).to(device)
     return (x.to(device), bag_index.to(device),
             torch.as_tensor(data.time[list(idx)], device=device),
-            torch.as_tensor(data.event[list(idx)], device=device))
+            torch.as_tensor(data.event[list(idx)], device=device), roi)
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
@@ -627,17 +699,19 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
     A Cox batch without events contributes a zero loss (kept in the graph so
     that data-parallel processes stay in step).
     """
-    x, bag_index, time, event = _batch(data, idx, device)
+    x, bag_index, time, event, roi = _batch(data, idx, device)
     if gen is not None:  # masks are not transformed: no spatial augmentation while segmenting
         spatial = phase != "seg"
         x = augment(x, cfg if spatial else dataclasses.replace(cfg, flip=False, rotate_deg=0.0),
                     gen)
+        if roi is not None:
+            roi = augment_roi(roi, cfg, gen)
     with _autocast(device, cfg):
         if phase == "seg":  # model is a Segmenter; one target mask for every sequence
             target = torch.cat([torch.from_numpy(data.masks[i]) for i in idx]).to(device)
             logits = model(x).float()
             return dice_loss(logits, target.expand_as(logits))
-        out = model(x, bag_index, len(idx))
+        out = model(x, bag_index, len(idx), roi)
     if phase == "pretrain":
         label, known = kyear_labels(time, event, cfg.pretrain_horizon)
         if float(known.sum()) == 0:
@@ -670,10 +744,12 @@ def _bag_outputs(model: nn.Module, data: BagData, device: str | torch.device, ba
     out = []
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
-        x, bag_index, _, _ = _batch(data, idx, device)
+        x, bag_index, _, _, roi = _batch(data, idx, device)
         views = dihedral_views(x) if tta else [x]
+        roi_views = [None] * len(views) if roi is None else dihedral_views(roi) if tta else [roi]
         with _autocast(device, TrainConfig(amp=autocast)):
-            values = [getattr(model(v, bag_index, len(idx)), field).float() for v in views]
+            values = [getattr(model(v, bag_index, len(idx), r), field).float()
+                      for v, r in zip(views, roi_views, strict=True)]
         out.append(torch.stack(values).mean(0).cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
@@ -1169,6 +1245,13 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     rank, _ = _dist()
     if cfg.seg_epochs and data.masks is None:
         raise ValueError("config 'seg_epochs': segmentation needs masks (load_bags with_masks)")
+    if cfg.roi_patch is not None and (data.rois is None
+                                      or data.rois[0].shape[1:] != tuple(cfg.roi_patch)):
+        raise ValueError(f"config 'roi_patch': the shape encoder needs {cfg.roi_patch} ROI "
+                         "patches; build the data with load_bags and this config")
+    if cfg.roi_patch is None and data.rois is not None:
+        raise ValueError("data: ROI patches given, but the config has no shape encoder "
+                         "(roi_patch)")
     splits = [split_train_validation(data, cfg, k) for k in range(cfg.ensemble)]
     data_hash = data.digest()
     info: dict[str, Any] = {"config": cfg.to_dict(), "config_hash": cfg.hash(),

@@ -112,10 +112,15 @@ class SurvivalMIL(nn.Module):
     attention_hidden : int
     dropout : float
         Dropout on the pooled features.
+    shape_encoder : nn.Module, optional
+        Maps one ROI patch per bag, ``(n, 1, D, H, W)``, to ``(n, shape_encoder.out_features)``
+        (:class:`deepnomo.nn.shape.ROIShapeEncoder`); its features are appended to
+        the pooled instance features before dropout and the heads.
     """
 
     def __init__(self, encoder: nn.Module, pooling: str = "attention",
-                 attention_hidden: int = 64, dropout: float = 0.25) -> None:
+                 attention_hidden: int = 64, dropout: float = 0.25,
+                 shape_encoder: nn.Module | None = None) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
@@ -123,6 +128,9 @@ class SurvivalMIL(nn.Module):
         self.pooling = pooling
         f = encoder.out_features
         self.attention = GatedAttention(f, attention_hidden) if pooling == "attention" else None
+        self.shape_encoder = shape_encoder
+        if shape_encoder is not None:
+            f += shape_encoder.out_features
         self.dropout = nn.Dropout(dropout)
         self.risk_head = nn.Linear(f, 1)
         self.kyear_head = nn.Linear(f, 1)
@@ -138,14 +146,24 @@ class SurvivalMIL(nn.Module):
         return segment_pool(h, bag_index, n_bags, self.pooling, w), w
 
     def forward(self, instances: torch.Tensor, bag_index: torch.Tensor,
-                n_bags: int | None = None) -> MILOutput:
+                n_bags: int | None = None, roi: torch.Tensor | None = None) -> MILOutput:
+        """Outputs for the bags of ``instances``; ``roi`` (n, 1, D, H, W): one ROI patch per
+        bag, required exactly when the network has a shape encoder."""
         n_bags = int(bag_index.max()) + 1 if n_bags is None else n_bags
         if instances.shape[0] != bag_index.shape[0]:
             raise ValueError(f"bag_index: {bag_index.shape[0]} entries for "
                              f"{instances.shape[0]} instances")
+        if (roi is None) != (self.shape_encoder is None):
+            raise ValueError("roi: the network has a shape encoder; pass one ROI patch per bag"
+                             if roi is None else "roi: given, but the network has no shape "
+                             "encoder")
         # pooling sums in full precision: under bf16 autocast the features are cast up
         h = _full_precision(self.encoder(instances))
         z, w = self.pool(h, bag_index.to(h.device), n_bags)
+        if self.shape_encoder is not None:
+            if roi.shape[0] != n_bags:
+                raise ValueError(f"roi: {roi.shape[0]} ROI patches for {n_bags} bags")
+            z = torch.cat([z, _full_precision(self.shape_encoder(roi))], dim=1)
         z = self.dropout(z)
         return MILOutput(self.risk_head(z).squeeze(-1), self.kyear_head(z).squeeze(-1), z, w)
 
@@ -175,8 +193,8 @@ class RiskEnsemble(nn.Module):
         self.register_buffer("scale", torch.ones(len(members)))
 
     def forward(self, instances: torch.Tensor, bag_index: torch.Tensor,
-                n_bags: int | None = None) -> MILOutput:
-        outs = [m(instances, bag_index, n_bags) for m in self.members]
+                n_bags: int | None = None, roi: torch.Tensor | None = None) -> MILOutput:
+        outs = [m(instances, bag_index, n_bags, roi) for m in self.members]
         risk = torch.stack([(o.risk - self.shift[k]) / self.scale[k]
                             for k, o in enumerate(outs)]).mean(0)
         return MILOutput(risk, torch.stack([o.logit for o in outs]).mean(0),
