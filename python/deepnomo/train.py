@@ -746,7 +746,10 @@ def _bag_outputs(model: nn.Module, data: BagData, device: str | torch.device, ba
         idx = list(range(start, min(start + batch_size, len(data))))
         x, bag_index, _, _, roi = _batch(data, idx, device)
         views = dihedral_views(x) if tta else [x]
-        roi_views = [None] * len(views) if roi is None else dihedral_views(roi) if tta else [roi]
+        if roi is None:
+            roi_views = [None] * len(views)
+        else:  # each ROI patch turns with its bag
+            roi_views = dihedral_views(roi) if tta else [roi]
         with _autocast(device, TrainConfig(amp=autocast)):
             values = [getattr(model(v, bag_index, len(idx), r), field).float()
                       for v, r in zip(views, roi_views, strict=True)]

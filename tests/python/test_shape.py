@@ -30,7 +30,6 @@ def lobulated_masks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     margin, voxels twice as thick as wide) with irregularity ``a`` uniform in [0, 0.3] and
     radius R uniform in 4.5-8 voxels; returns the masks and ``a``."""
     rng = np.random.default_rng(seed)
-    d, h, w = PATCH
     z, y, x = np.meshgrid(*(np.arange(s) - s / 2 + 0.5 for s in PATCH), indexing="ij")
     coords = np.stack([x.ravel(), y.ravel(), 2.0 * z.ravel()], axis=1).astype(np.float32)
     irregularity = rng.uniform(0.0, 0.3, n)
@@ -107,7 +106,7 @@ def test_config_checks_and_unchanged_hash_without_a_shape_encoder():
     assert TrainConfig.from_dict({**with_roi.to_dict(), "roi_width": 4}).hash() != with_roi.hash()
 
 
-def _cases(tmp_path, n: int) -> tuple[pd.DataFrame, object]:
+def _cases(tmp_path, n: int) -> tuple[pd.DataFrame, np.ndarray]:
     """n patients' PET volumes and lobulated masks on a 2 x 2 x 4 mm grid."""
     import SimpleITK as sitk
 
