@@ -98,7 +98,8 @@ class TrainConfig:
         (D, H, W) of a 3D patch of the ROI mask, centred on the tumour's 3D
         centroid (on the ``spacing_mm`` grid), read by a shape encoder
         (:class:`deepnomo.nn.shape.ROIShapeEncoder`) whose features join the
-        pooled instance features (``slices`` and ``multichannel`` input; H = W).
+        pooled instance features (``slices``, ``multichannel`` and ``patch``
+        input; H = W).
         None: no shape encoder.
     roi_width : int
         Channels of the shape encoder's first block.
@@ -223,9 +224,9 @@ class TrainConfig:
             raise ValueError("config 'backbone_args': pool 'roi_stats' needs input "
                              "'multichannel' (its last channel is the ROI)")
         if self.roi_patch is not None:
-            if self.input not in ("slices", "multichannel"):
-                raise ValueError("config 'roi_patch': a shape encoder needs input 'slices' or "
-                                 f"'multichannel', got {self.input!r}")
+            if self.input == "tiles":
+                raise ValueError("config 'roi_patch': a shape encoder needs an ROI mask; "
+                                 "input 'tiles' has none")
             if (len(self.roi_patch) != 3 or min(self.roi_patch) < 1
                     or self.roi_patch[1] != self.roi_patch[2]):
                 raise ValueError("config 'roi_patch': expected three positive ints (D, H, W) "
@@ -455,7 +456,7 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig, with_mask: bool
     if with_mask:
         m = np.asarray(crops.tumor_patch(mask.astype(np.float32), mask, size=size))
         seg = (m > 0.5 * (m.max() + m.min()))[None, None].astype(np.float32)
-    return np.asarray(bag, dtype=np.float32), seg, None
+    return np.asarray(bag, dtype=np.float32), seg, roi
 
 
 def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConfig,

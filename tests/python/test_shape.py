@@ -19,6 +19,7 @@ from deepnomo.train import (
     build_model,
     fit,
     load_bags,
+    load_model,
     predict_risk,
 )
 
@@ -91,8 +92,8 @@ def test_roi_augmentation_moves_the_mask_exactly():
 
 
 def test_config_checks_and_unchanged_hash_without_a_shape_encoder():
-    with pytest.raises(ValueError, match="config 'roi_patch': a shape encoder needs input"):
-        TrainConfig(input="patch", modalities=["t1"], roi_patch=[8, 16, 16])
+    with pytest.raises(ValueError, match="config 'roi_patch': a shape encoder needs an ROI mask"):
+        TrainConfig(input="tiles", modalities=["he"], roi_patch=[8, 16, 16])
     with pytest.raises(ValueError, match=r"config 'roi_patch': expected three positive ints"):
         TrainConfig(input="slices", modalities=["t1"], roi_patch=[8, 16, 12])
     with pytest.raises(ValueError, match="config 'roi_width': must be >= 1"):
@@ -175,6 +176,33 @@ def test_roi_patches_are_loaded_centred_and_scored_with_their_bags(tmp_path):
         model(x, index, 2)
     with pytest.raises(ValueError, match="roi: 1 ROI patches for 2 bags"):
         model(x, index, 2, torch.from_numpy(data.rois[0])[None])
+
+
+def test_3d_patches_carry_roi_patches_through_segmentation_and_cox_training(tmp_path):
+    cohort, masks = _cases(tmp_path, 12)
+    cohort["os_event"] = 1  # every validation pair comparable
+    cfg = TrainConfig(input="patch", modalities=["pet"], endpoint="os", patch_size=[12, 24, 24],
+                      backbone="unet3d", backbone_args={"width": 2, "depth": 2},
+                      pooling="mean", roi_patch=[16, 30, 30], roi_width=2, epochs=1,
+                      min_epochs=1, seg_epochs=1, batch_size=8, seg_batch_size=4, dropout=0.0,
+                      val_fraction=0.25)
+    data = load_bags(cohort, tmp_path / "cases.csv", cfg, with_masks=True)
+    assert data.bags[0].shape == (1, 1, 12, 24, 24) and data.masks[0].shape == (1, 1, 12, 24, 24)
+    for roi, m in zip(data.rois, masks, strict=True):
+        assert roi.shape == (1, 16, 30, 30) and roi.sum() == m.sum()
+    info = fit(cfg, data, tmp_path / "m", device="cpu", progress=False)
+    assert [h["phase"] for h in info["history"]] == ["seg", "cox"]
+    model, _, _ = load_model(tmp_path / "m")
+    risk = predict_risk(model, data, tta=True)
+    # each ROI patch turns with its 3D patch under test-time augmentation
+    turned = BagData(data.ids, [np.ascontiguousarray(np.rot90(b, 1, axes=(-2, -1)))
+                                for b in data.bags], data.time, data.event,
+                     rois=[np.ascontiguousarray(np.rot90(r, 1, axes=(-2, -1)))
+                           for r in data.rois])
+    np.testing.assert_allclose(predict_risk(model, turned, tta=True), risk, rtol=1e-5,
+                               atol=1e-6)
+    swapped = BagData(data.ids, data.bags, data.time, data.event, rois=data.rois[::-1])
+    assert not np.allclose(predict_risk(model, swapped, tta=True), risk)
 
 
 def test_bad_roi_patches_are_refused():
