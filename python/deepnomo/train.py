@@ -705,7 +705,7 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
         spatial = phase != "seg"
         x = augment(x, cfg if spatial else dataclasses.replace(cfg, flip=False, rotate_deg=0.0),
                     gen)
-        if roi is not None:
+        if roi is not None and spatial:  # the segmenter does not read ROI patches
             roi = augment_roi(roi, cfg, gen)
     with _autocast(device, cfg):
         if phase == "seg":  # model is a Segmenter; one target mask for every sequence
