@@ -61,7 +61,7 @@ def run_rows(signature: str, scale: int, seed: int, test_size: int, out: Path) -
     card = json.loads((model_dir / CARD).read_text())
     dl = pd.read_csv(model_dir / "signature.csv",
                      dtype={"patient_id": str}).set_index("patient_id")[card["signature"]]
-    rad = radiomic_scores(run, data_dir, table, endpoint, modalities, only=True)
+    rad = radiomic_scores(run, data_dir, table, endpoint, modalities)
     rows = []
     for label, part in table.set_index("patient_id").groupby("cohort", sort=False):
         if label == "train":

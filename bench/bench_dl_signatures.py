@@ -60,11 +60,9 @@ from deepnomo.reproduce import (
     stage_radiomics,
     stage_synth,
 )
-from deepnomo.synth import get_design
 from deepnomo.synth.phenotype import BETA, TRAITS
 
 PRESET = "quick"
-IMAGE_MODALITIES = ("t1", "t2", "t1c", "pet", "ct")  # what pyradiomics reads here
 SUMMARY_KEYS = ["study", "signature", "cohort"]  # one line per signature and cohort
 
 
@@ -104,23 +102,17 @@ def tile_features(data_dir: Path) -> pd.DataFrame:
 
 
 def radiomic_scores(run: StudyRun, data_dir: Path, table: pd.DataFrame, endpoint: str,
-                    modalities: list[str], only: bool = False) -> pd.Series:
+                    modalities: list[str]) -> pd.Series:
     """LASSO Cox handcrafted signature on the features of ``modalities``, fitted on training.
 
     Features are extracted as the study's pipeline does, else for every sequence
-    of the design (one cache for all of its signatures); with ``only``, for
-    ``modalities`` alone with the quick parameters."""
+    of the design (:func:`~deepnomo.reproduce.radiomics_spec`; one cache for all of
+    its signatures, shared with the networks' auxiliary targets)."""
     settings = radiomic_settings(PRESET, run.seed)
     if modalities == ["he"]:
         return fit_radiomic_signature(tile_features(data_dir), None, table, endpoint,
                                       settings)[0]
-    spec = PIPELINES[run.study].radiomics
-    if only or not spec:
-        extract = modalities if only else [m for m in get_design(run.study, PRESET)[0].modalities
-                                           if m in IMAGE_MODALITIES]
-        spec = {"modalities": extract, "params": {"quick": "quick"}, "signature": "sig_rad",
-                "icc_patients": 0}
-    rad = stage_radiomics(run, data_dir, table, spec)
+    rad = stage_radiomics(run, data_dir, table)
     keep = ["patient_id"]
     r1 = pd.read_csv(rad / "reader1.csv", dtype={"patient_id": str})
     keep += [c for c in r1.columns if c.split("_", 1)[0] in modalities]

@@ -167,17 +167,34 @@ def _radiomics_cases(data_dir: Path, spec: dict[str, Any], table: pd.DataFrame,
     return paths
 
 
+IMAGE_MODALITIES = ("t1", "t2", "t1c", "pet", "ct")  # the sequences pyradiomics reads here
+
+
+def radiomics_spec(study: str) -> dict[str, Any]:
+    """The radiomics extraction of a study: its :class:`Pipeline` entry, else (designs
+    whose published model has no radiomic signature) every imaging sequence of the
+    design with the quick parameters, for auxiliary targets (``aux_components``)
+    and the benchmark's handcrafted signatures."""
+    from deepnomo.synth import get_design
+
+    if PIPELINES[study].radiomics:
+        return PIPELINES[study].radiomics
+    modalities = [m for m in get_design(study, "quick")[0].modalities if m in IMAGE_MODALITIES]
+    return {"modalities": modalities, "params": {"quick": "quick"}, "signature": "sig_rad",
+            "icc_patients": 0}
+
+
 def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame,
                     spec: dict[str, Any] | None = None) -> Path:
     """pyradiomics features of the design's sequences: ``reader1.csv`` (every
     patient) and, where the design filters on reader agreement, ``reader2.csv``.
 
-    ``spec`` defaults to the study's :class:`Pipeline` radiomics entry.
+    ``spec`` defaults to the study's :func:`radiomics_spec`.
     """
     from deepnomo.commands.imaging import run_radiomics
     from deepnomo.radiomics import params_file
 
-    spec = PIPELINES[run.study].radiomics if spec is None else spec
+    spec = radiomics_spec(run.study) if spec is None else spec
     params = spec["params"][run.preset if run.preset in spec["params"] else "quick"]
     key = hash_config({"data": hash_files([data_dir / "cases.csv", data_dir / "cohort.csv"]),
                        "params": hash_files([params_file(params)]), "spec": spec,
@@ -293,19 +310,32 @@ SHORT_DL = {"tiny": {"epochs": 2, "patience": 1, "ensemble": 2}}  # quick, paper
 
 
 def stage_dl(run: StudyRun, data_dir: Path, table: pd.DataFrame, name: str) -> Path:
-    """Train one deep-learning signature on the training cohort; score every cohort."""
+    """Train one deep-learning signature on the training cohort; score every cohort.
+
+    A config with an auxiliary task (``aux_components``) takes its targets from the
+    training patients' radiomic features (:func:`stage_radiomics`)."""
+    from deepnomo.feature_targets import feature_targets
     from deepnomo.signatures import score_cohort, write_signatures
     from deepnomo.train import fit, load_bags, resolve_device
 
     cfg = dl_config(name, run.preset)
     device = resolve_device(run.device).type  # CUDA (bf16 autocast) and CPU runs differ
-    key = hash_config({"config": cfg.to_dict(), "data": hash_files([data_dir / "cohort.csv",
-                                                                     data_dir / "cases.csv"]),
-                       "code": _code_hash("train.py", "nn", "losses.py"), "device": device})
+    inputs = [data_dir / "cohort.csv", data_dir / "cases.csv"]
+    features = None
+    if cfg.aux_components:
+        features = stage_radiomics(run, data_dir, table) / "reader1.csv"
+        inputs.append(features)
+    key = hash_config({"config": cfg.to_dict(), "data": hash_files(inputs),
+                       "code": _code_hash("train.py", "nn", "losses.py", "feature_targets.py"),
+                       "device": device})
 
     def work(tmp: Path) -> None:
         cases = data_dir / "cases.csv"
         train = load_bags(table, cases, cfg, with_masks=cfg.seg_epochs > 0, only_cohort="train")
+        if features is not None:
+            train = replace(train, aux=feature_targets(
+                pd.read_csv(features, dtype={"patient_id": str}), train.ids, cfg.modalities,
+                cfg.aux_components))
         fit(cfg, train, tmp / "model", device=device, progress=True)
         scores, card = score_cohort(tmp / "model", table, cases)
         write_signatures(scores, card, tmp / "signature.csv")

@@ -153,6 +153,13 @@ class TrainConfig:
         with this penalty on the pooled features of the patients it trained on
         (:func:`refit_risk_head`): full risk sets instead of batch ones, and a
         penalty that shares weight among correlated features.
+    aux_components, aux_weight : int, float
+        Auxiliary task: with ``aux_components = A > 0`` the network also predicts,
+        by a linear head on its pooled features, ``A`` targets per training
+        patient (``BagData.aux``; :func:`deepnomo.feature_targets.feature_targets`:
+        principal components of the ROI's handcrafted features), and the
+        pretraining and Cox losses gain ``aux_weight`` times their mean squared
+        error. Scoring ignores that head.
     seg_lr, seg_batch_size : float, int or None
         Learning rate and batch size of the segmentation epochs (None: ``lr``,
         ``batch_size``). Dice on single patches learns from many small steps,
@@ -201,6 +208,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seg_epochs: int = 0
     head_ridge: float = 0.0
+    aux_components: int = 0
+    aux_weight: float = 1.0
     seg_lr: float | None = None
     seg_batch_size: int | None = None
     max_loss: float = 1e4
@@ -251,6 +260,10 @@ class TrainConfig:
                                             or min(self.spacing_mm) <= 0):
             raise ValueError(f"config 'spacing_mm': expected three positive spacings (x, y, z) "
                              f"in mm, got {self.spacing_mm}")
+        if self.aux_components < 0:
+            raise ValueError(f"config 'aux_components': must be >= 0, got {self.aux_components}")
+        if not self.aux_weight > 0:
+            raise ValueError(f"config 'aux_weight': must be positive, got {self.aux_weight}")
         if not self.head_ridge >= 0:
             raise ValueError(f"config 'head_ridge': must be >= 0, got {self.head_ridge}")
         if self.min_epochs > self.epochs:
@@ -282,11 +295,15 @@ class TrainConfig:
     def hash(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration.
 
-        Without a shape encoder (``roi_patch`` None) its keys are left out, so that
-        a configuration keeps the hash it had before they existed."""
+        Without a shape encoder (``roi_patch`` None) or an auxiliary task
+        (``aux_components`` 0) their keys are left out, so that a configuration
+        keeps the hash it had before they existed."""
         data = self.to_dict()
         if data["roi_patch"] is None:
             for key in ("roi_patch", "roi_width"):
+                data.pop(key)
+        if not data["aux_components"]:
+            for key in ("aux_components", "aux_weight"):
                 data.pop(key)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -316,6 +333,8 @@ class BagData:
     rois : list of ndarray or None
         One 3D ROI patch per patient, shape (1, D, H, W), 0/1 float32 (for a
         shape encoder, ``roi_patch``).
+    aux : ndarray or None
+        Auxiliary regression targets, shape (n, A), float32 (``aux_components``).
     """
 
     ids: list[str]
@@ -325,6 +344,7 @@ class BagData:
     masks: list[np.ndarray] | None = None
     cohort: list[str] | None = None
     rois: list[np.ndarray] | None = None
+    aux: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -351,6 +371,15 @@ class BagData:
                                      f"(1, D, H, W) like the others {self.rois[0].shape}")
                 if not roi.any():
                     raise ValueError(f"patient '{pid}': ROI patch is empty (tumour outside it)")
+        if self.aux is not None:
+            self.aux = np.asarray(self.aux, dtype=np.float32)
+            if self.aux.ndim != 2 or self.aux.shape[0] != n:
+                raise ValueError(f"aux: targets of shape {self.aux.shape} for {n} patients; "
+                                 "expected (n, A)")
+            bad = ~np.isfinite(self.aux).all(axis=1)
+            if bad.any():
+                raise ValueError(f"aux: NaN or infinite targets for patient(s) "
+                                 f"{[self.ids[i] for i in np.flatnonzero(bad)[:5]]}")
         bad = ~np.isfinite(self.time) | (self.time < 0)
         if bad.any():
             raise ValueError(f"time: missing or negative for patient(s) "
@@ -367,7 +396,8 @@ class BagData:
                        self.time[pick], self.event[pick],
                        None if self.masks is None else [self.masks[i] for i in pick],
                        None if self.cohort is None else [self.cohort[i] for i in pick],
-                       None if self.rois is None else [self.rois[i] for i in pick])
+                       None if self.rois is None else [self.rois[i] for i in pick],
+                       None if self.aux is None else self.aux[pick])
 
     def digest(self) -> str:
         """SHA-256 of ids, endpoints and instance arrays: identifies the training data."""
@@ -379,6 +409,8 @@ class BagData:
             h.update(np.ascontiguousarray(bag, dtype=np.float32).tobytes())
         for roi in self.rois or []:
             h.update(np.ascontiguousarray(roi, dtype=np.float32).tobytes())
+        if self.aux is not None:
+            h.update(np.ascontiguousarray(self.aux, dtype=np.float32).tobytes())
         return h.hexdigest()
 
 
@@ -629,7 +661,8 @@ def build_model(cfg: TrainConfig) -> SurvivalMIL | RiskEnsemble:
     encoder = build_backbone(cfg.backbone, in_channels=cfg.in_channels, sequences=sequences,
                              **cfg.backbone_args)
     shape = ROIShapeEncoder(cfg.roi_width) if cfg.roi_patch is not None else None
-    return SurvivalMIL(encoder, pooling=cfg.pooling, dropout=cfg.dropout, shape_encoder=shape)
+    return SurvivalMIL(encoder, pooling=cfg.pooling, dropout=cfg.dropout, shape_encoder=shape,
+                       aux_outputs=cfg.aux_components)
 
 
 class Segmenter(nn.Module):
@@ -713,14 +746,18 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
             logits = model(x).float()
             return dice_loss(logits, target.expand_as(logits))
         out = model(x, bag_index, len(idx), roi)
+    aux = 0.0
+    if cfg.aux_components:  # auxiliary targets: mean squared error of the linear head
+        target = torch.from_numpy(data.aux[list(idx)]).to(device)
+        aux = cfg.aux_weight * torch.mean((out.aux.float() - target) ** 2)
     if phase == "pretrain":
         label, known = kyear_labels(time, event, cfg.pretrain_horizon)
         if float(known.sum()) == 0:
-            return out.logit.float().sum() * 0.0
-        return smoothed_bce(out.logit.float(), label, cfg.label_smoothing, weight=known)
+            return out.logit.float().sum() * 0.0 + aux
+        return smoothed_bce(out.logit.float(), label, cfg.label_smoothing, weight=known) + aux
     if float(event.sum()) == 0:
-        return out.risk.float().sum() * 0.0
-    return cox_ph_loss(out.risk.float(), time, event, ties=cfg.ties)
+        return out.risk.float().sum() * 0.0 + aux
+    return cox_ph_loss(out.risk.float(), time, event, ties=cfg.ties) + aux
 
 
 def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
@@ -1256,6 +1293,11 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     if cfg.roi_patch is None and data.rois is not None:
         raise ValueError("data: ROI patches given, but the config has no shape encoder "
                          "(roi_patch)")
+    if cfg.aux_components and (data.aux is None or data.aux.shape[1] != cfg.aux_components):
+        raise ValueError(f"config 'aux_components': the auxiliary task needs "
+                         f"{cfg.aux_components} targets per patient (data.aux; "
+                         f"deepnomo.feature_targets), got "
+                         f"{'none' if data.aux is None else data.aux.shape[1]}")
     splits = [split_train_validation(data, cfg, k) for k in range(cfg.ensemble)]
     data_hash = data.digest()
     info: dict[str, Any] = {"config": cfg.to_dict(), "config_hash": cfg.hash(),

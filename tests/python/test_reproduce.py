@@ -4,6 +4,7 @@ and a rerun resumes from the cached stages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -159,3 +160,30 @@ def test_synth_stage_honours_cohort_sizes(tmp_path) -> None:
     assert (base["cohort"] == "train").sum() != 40  # a new cohort, not the cached one
     again, _ = read_cohort(stage_synth(run, {"train": {"center1": 40}}) / "cohort.csv")
     pd.testing.assert_frame_equal(again, sized)
+
+
+def test_dl_stage_takes_auxiliary_targets_from_the_training_radiomics(tmp_path) -> None:
+    from deepnomo.feature_targets import feature_targets
+    from deepnomo.reproduce import StudyRun, dl_config, stage_dl, stage_synth
+    from deepnomo.train import load_bags, load_model
+
+    cfg = dl_config("t3n1_t1", "tiny")
+    assert cfg.aux_components > 0  # the shipped t3n1 configs use the auxiliary task
+    run = StudyRun("t3n1", "tiny", 3, tmp_path, log=lambda msg: None)
+    data_dir = stage_synth(run)
+    table, _ = read_cohort(data_dir / "cohort.csv")
+    stage = stage_dl(run, data_dir, table, "t3n1_t1")
+    features = pd.read_csv(tmp_path / "stages" / "radiomics" / "reader1.csv",
+                           dtype={"patient_id": str})
+    assert set(features["patient_id"]) == set(table["patient_id"])
+    net, loaded, info = load_model(stage / "model")
+    assert all(m.aux_head.out_features == cfg.aux_components for m in net.members)
+    # targets come from training patients alone, and the model records them in its data hash
+    train = load_bags(table, data_dir / "cases.csv", loaded, only_cohort="train")
+    aux = feature_targets(features, train.ids, ["t1"], cfg.aux_components)
+    assert info["data_hash"] == dataclasses.replace(train, aux=aux).digest()
+    test_ids = set(table.loc[table["cohort"] != "train", "patient_id"])
+    assert not test_ids & set(info["train_ids"])
+    scores = pd.read_csv(stage / "signature.csv", dtype={"patient_id": str})
+    assert scores["patient_id"].tolist() == table["patient_id"].tolist()
+    assert np.isfinite(scores["sig_dl_t1"]).all()

@@ -118,6 +118,43 @@ def test_bad_input_gives_clear_errors_and_no_table(tile_study, tmp_path):
     assert not out.exists() and not card_path_for(out).exists()
 
 
+def test_train_cli_reads_auxiliary_targets_from_a_feature_table(tile_study, tmp_path):
+    root, cohort = tile_study
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    (tmp_path / "aux.yaml").write_text(yaml.safe_dump({**cfg, "epochs": 1, "aux_components": 2}))
+    rng = np.random.default_rng(0)
+    truth = cohort["truth_risk"].to_numpy()
+    feats = pd.DataFrame({"patient_id": cohort["patient_id"], "HE_a": np.exp(truth),
+                          "HE_b": truth + 0.1 * rng.standard_normal(len(cohort)),
+                          "HE_c": rng.standard_normal(len(cohort))})
+    feats.to_csv(tmp_path / "feats.csv", index=False)
+    args = ["train", "--cohort", root / "cohort.csv", "--cases", root / "cases.csv", "--quiet"]
+    res = _invoke(*args, "--config", tmp_path / "aux.yaml", "--out", tmp_path / "m0")
+    assert res.exit_code == 1 and "(aux_components 2) needs a feature table" in res.output
+    res = _invoke(*args, "--config", root / "config.yaml", "--out", tmp_path / "m0",
+                  "--aux-features", tmp_path / "feats.csv")
+    assert res.exit_code == 1 and "given, but the config has no auxiliary task" in res.output
+    first = cohort.loc[cohort["cohort"] == "train", "patient_id"].iloc[0]
+    feats[feats["patient_id"] != first].to_csv(tmp_path / "short.csv", index=False)
+    res = _invoke(*args, "--config", tmp_path / "aux.yaml", "--out", tmp_path / "m0",
+                  "--aux-features", tmp_path / "short.csv")
+    assert res.exit_code == 1 and f"no row for patient(s) ['{first}']" in res.output
+    assert not (tmp_path / "m0" / "model.pt").exists()
+    res = _invoke(*args, "--config", tmp_path / "aux.yaml", "--out", tmp_path / "m1",
+                  "--aux-features", tmp_path / "feats.csv")
+    assert res.exit_code == 0, res.output
+    from deepnomo.feature_targets import feature_targets
+    from deepnomo.train import load_model
+
+    net, loaded, info = load_model(tmp_path / "m1")
+    assert net.aux_head.out_features == 2
+    # the stored data hash covers the targets: those of the training patients, as computed
+    train = load_bags(cohort, root / "cases.csv", loaded, only_cohort="train")
+    aux = feature_targets(feats, train.ids, ["HE"], 2)
+    assert info["data_hash"] == BagData(train.ids, train.bags, train.time, train.event,
+                                        aux=aux).digest() != train.digest()
+
+
 def test_signature_names_are_checked():
     assert signature_column("t3n1_t1") == "sig_dl_t3n1_t1"
     with pytest.raises(ValueError, match="letters, digits"):

@@ -9,6 +9,7 @@ runs data-parallel (gloo on CPU, NCCL on CUDA).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -32,11 +33,16 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
         resume: bool = typer.Option(False, help="continue from out/last.pt"),
         quiet: bool = typer.Option(False, help="no progress output"),
+        aux_features: Path | None = typer.Option(
+            None, help="radiomic features (CSV: patient_id, <modality>_<feature>...) whose "
+            "principal components are the auxiliary targets of a config with aux_components"),
     ) -> None:
         """Train a deep-learning signature on the training cohort and lock it."""
+        import pandas as pd
         import torch
 
         from deepnomo.bridge.schema import CohortError, read_cohort
+        from deepnomo.feature_targets import feature_targets
         from deepnomo.train import (
             ConfigMismatchError,
             TrainConfig,
@@ -50,6 +56,21 @@ def register(app: typer.Typer) -> None:
             table, _ = read_cohort(cohort)
             data = load_bags(table, cases, cfg, with_masks=cfg.seg_epochs > 0,
                              only_cohort=TRAIN_COHORT)
+            if (aux_features is None) != (cfg.aux_components == 0):
+                raise ValueError("--aux-features: the config's auxiliary task (aux_components "
+                                 f"{cfg.aux_components}) needs a feature table" if aux_features
+                                 is None else "--aux-features: given, but the config has no "
+                                 "auxiliary task (aux_components)")
+            if aux_features is not None:
+                try:
+                    features = pd.read_csv(aux_features, dtype={"patient_id": str})
+                except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                    raise ValueError(f"--aux-features: cannot read {aux_features}: {exc}") from exc
+                try:
+                    aux = feature_targets(features, data.ids, cfg.modalities, cfg.aux_components)
+                except ValueError as exc:
+                    raise ValueError(f"--aux-features ({aux_features}): {exc}") from exc
+                data = dataclasses.replace(data, aux=aux)
             info = fit(cfg, data, out, device=device, resume=resume, progress=not quiet)
         except (ValueError, FileNotFoundError, CohortError, TrainingError,
                 ConfigMismatchError) as exc:

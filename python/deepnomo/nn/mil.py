@@ -99,6 +99,7 @@ class MILOutput(NamedTuple):
     logit: torch.Tensor      # (n,) k-year event logit (pretraining head)
     embedding: torch.Tensor  # (n, F) pooled bag features
     weights: torch.Tensor    # (m,) instance weights within each bag
+    aux: torch.Tensor        # (n, A) auxiliary targets' predictions (A = 0 without that head)
 
 
 class SurvivalMIL(nn.Module):
@@ -116,11 +117,13 @@ class SurvivalMIL(nn.Module):
         Maps one ROI patch per bag, ``(n, 1, D, H, W)``, to ``(n, shape_encoder.out_features)``
         (:class:`deepnomo.nn.shape.ROIShapeEncoder`); its features are appended to
         the pooled instance features before dropout and the heads.
+    aux_outputs : int
+        Outputs of a linear auxiliary head on the pooled features (0: none).
     """
 
     def __init__(self, encoder: nn.Module, pooling: str = "attention",
                  attention_hidden: int = 64, dropout: float = 0.25,
-                 shape_encoder: nn.Module | None = None) -> None:
+                 shape_encoder: nn.Module | None = None, aux_outputs: int = 0) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
@@ -134,6 +137,7 @@ class SurvivalMIL(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.risk_head = nn.Linear(f, 1)
         self.kyear_head = nn.Linear(f, 1)
+        self.aux_head = nn.Linear(f, aux_outputs) if aux_outputs else None
 
     def pool(self, h: torch.Tensor, bag_index: torch.Tensor,
              n_bags: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +169,9 @@ class SurvivalMIL(nn.Module):
                 raise ValueError(f"roi: {roi.shape[0]} ROI patches for {n_bags} bags")
             z = torch.cat([z, _full_precision(self.shape_encoder(roi))], dim=1)
         z = self.dropout(z)
-        return MILOutput(self.risk_head(z).squeeze(-1), self.kyear_head(z).squeeze(-1), z, w)
+        aux = z[:, :0] if self.aux_head is None else self.aux_head(z)
+        return MILOutput(self.risk_head(z).squeeze(-1), self.kyear_head(z).squeeze(-1), z, w,
+                         aux)
 
 
 class RiskEnsemble(nn.Module):
@@ -199,7 +205,8 @@ class RiskEnsemble(nn.Module):
                             for k, o in enumerate(outs)]).mean(0)
         return MILOutput(risk, torch.stack([o.logit for o in outs]).mean(0),
                          torch.cat([o.embedding for o in outs], dim=1),
-                         torch.stack([o.weights for o in outs]).mean(0))
+                         torch.stack([o.weights for o in outs]).mean(0),
+                         torch.stack([o.aux for o in outs]).mean(0))
 
 
 def members(model: nn.Module) -> list[SurvivalMIL]:
