@@ -746,18 +746,18 @@ def batch_loss(model: nn.Module, data: BagData, idx: Sequence[int], phase: str,
             logits = model(x).float()
             return dice_loss(logits, target.expand_as(logits))
         out = model(x, bag_index, len(idx), roi)
-    aux = 0.0
-    if cfg.aux_components:  # auxiliary targets: mean squared error of the linear head
-        target = torch.from_numpy(data.aux[list(idx)]).to(device)
-        aux = cfg.aux_weight * torch.mean((out.aux.float() - target) ** 2)
     if phase == "pretrain":
         label, known = kyear_labels(time, event, cfg.pretrain_horizon)
-        if float(known.sum()) == 0:
-            return out.logit.float().sum() * 0.0 + aux
-        return smoothed_bce(out.logit.float(), label, cfg.label_smoothing, weight=known) + aux
-    if float(event.sum()) == 0:
-        return out.risk.float().sum() * 0.0 + aux
-    return cox_ph_loss(out.risk.float(), time, event, ties=cfg.ties) + aux
+        loss = (out.logit.float().sum() * 0.0 if float(known.sum()) == 0 else
+                smoothed_bce(out.logit.float(), label, cfg.label_smoothing, weight=known))
+    elif float(event.sum()) == 0:
+        loss = out.risk.float().sum() * 0.0
+    else:
+        loss = cox_ph_loss(out.risk.float(), time, event, ties=cfg.ties)
+    if not cfg.aux_components:
+        return loss
+    target = torch.from_numpy(data.aux[list(idx)]).to(device)  # mean squared error of the head
+    return loss + cfg.aux_weight * torch.mean((out.aux.float() - target) ** 2)
 
 
 def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
@@ -1293,6 +1293,9 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
     if cfg.roi_patch is None and data.rois is not None:
         raise ValueError("data: ROI patches given, but the config has no shape encoder "
                          "(roi_patch)")
+    if not cfg.aux_components and data.aux is not None:
+        raise ValueError("data: auxiliary targets given, but the config has no auxiliary task "
+                         "(aux_components)")
     if cfg.aux_components and (data.aux is None or data.aux.shape[1] != cfg.aux_components):
         raise ValueError(f"config 'aux_components': the auxiliary task needs "
                          f"{cfg.aux_components} targets per patient (data.aux; "

@@ -11,7 +11,8 @@ import torch
 
 from deepnomo.feature_targets import feature_targets, normal_scores
 from deepnomo.nn.mil import collate_bags
-from deepnomo.train import BagData, TrainConfig, batch_loss, build_model, fit, load_model
+from deepnomo.train import TrainConfig, batch_loss, build_model, fit, load_model
+from test_train import blob_data, small_config
 
 
 def _features(n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -75,24 +76,11 @@ def test_bad_feature_tables_are_refused():
         feature_targets(table, ids, ["t1"], 0)
 
 
-def _bags(n: int = 48, seed: int = 0) -> tuple[BagData, np.ndarray]:
-    """Bags of 2-4 noise slices whose mean brightness is a hidden trait; time follows it."""
-    rng = np.random.default_rng(seed)
-    trait = rng.standard_normal(n)
-    bags = [(rng.standard_normal((int(rng.integers(2, 5)), 1, 16, 16)) + t).astype(np.float32)
-            for t in trait]
-    time = rng.exponential(np.exp(-trait)) * 24
-    event = (rng.random(n) < 0.8).astype(float)
-    return BagData([f"p{i}" for i in range(n)], bags, time, event), trait
-
-
 def test_auxiliary_head_learns_its_targets_and_leaves_scoring_alone(tmp_path):
-    data, trait = _bags()
+    data, trait = blob_data(48, seed=0)  # the blob radius (known truth) as the target
     aux = np.stack([trait, -trait], axis=1).astype(np.float32)
-    cfg = TrainConfig(name="aux", input="slices", modalities=["t1"], backbone="resnet18",
-                      backbone_args={"width": 8, "layers": [1, 1, 1], "stem": "small"},
-                      crop_size=16, epochs=6, batch_size=16, lr=3e-3, patience=6, seed=0, blur=0.0,
-                      rotate_deg=0.0, aux_components=2, aux_weight=1.0)
+    cfg = small_config(name="aux", crop_size=32, batch_size=16, aux_components=2,
+                       aux_weight=1.0)
     # the loss is the Cox loss plus the mean squared error of the head
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -113,10 +101,13 @@ def test_auxiliary_head_learns_its_targets_and_leaves_scoring_alone(tmp_path):
     with pytest.raises(ValueError, match="needs 2 targets per patient .* got 1"):
         fit(cfg, dataclasses.replace(data, aux=aux[:, :1]), tmp_path / "one", device="cpu",
             progress=False)
+    with pytest.raises(ValueError, match="auxiliary targets given, but the config has no"):
+        fit(dataclasses.replace(cfg, aux_components=0), dataclasses.replace(data, aux=aux),
+            tmp_path / "plain", device="cpu", progress=False)
     fit(cfg, dataclasses.replace(data, aux=aux), tmp_path / "m", device="cpu", progress=False)
     net, loaded, _ = load_model(tmp_path / "m")
     assert loaded.aux_components == 2 and net.aux_head.out_features == 2
-    held, held_trait = _bags(40, seed=1)  # new patients, no targets needed to score them
+    held, held_trait = blob_data(40, seed=1)  # new patients, no targets needed to score them
     x, bag_index = collate_bags([torch.from_numpy(b) for b in held.bags])
     with torch.no_grad():
         out = net(x, bag_index, 40)
@@ -132,9 +123,11 @@ def test_aux_config_checks_and_unchanged_hash_without_the_task():
         TrainConfig(aux_components=-1)
     with pytest.raises(ValueError, match="config 'aux_weight': must be positive"):
         TrainConfig(aux_components=2, aux_weight=0.0)
+    data = blob_data(48, seed=0)[0]
     with pytest.raises(ValueError, match=r"aux: targets of shape \(3, 2\) for 48 patients"):
-        dataclasses.replace(_bags()[0], aux=np.zeros((3, 2)))
+        dataclasses.replace(data, aux=np.zeros((3, 2)))
     aux = np.zeros((48, 2))
     aux[5, 1] = np.nan
-    with pytest.raises(ValueError, match=r"aux: NaN or infinite targets for patient\(s\) \['p5'\]"):
-        dataclasses.replace(_bags()[0], aux=aux)
+    with pytest.raises(ValueError, match=r"aux: NaN or infinite targets for patient\(s\) "
+                       r"\['p0_005'\]"):
+        dataclasses.replace(data, aux=aux)
