@@ -51,9 +51,11 @@ class Pipeline:
         ``fit``, keyword arguments of :func:`~deepnomo.train.fit_multitask`
         (cptdn: five cross-validation members; learning rate 3e-4, chosen on the
         training out-of-fold C: at 1e-2 most members stopped after one or two
-        full-batch steps on the 1920 features). Screened on development cohorts
-        (cohort seeds 6-8) and not kept, each within 0.003 of the shipped fit in
-        mean prognostic test C: 16 hidden units, dropout 0.3, weight decay 1e-2.
+        full-batch steps on the 1920 features the networks gave before their shape
+        encoder; with it they give 2400). Screened on development cohorts (cohort
+        seeds 6-8, networks without the encoder) and not kept, each within 0.003
+        of the shipped fit in mean prognostic test C: 16 hidden units, dropout
+        0.3, weight decay 1e-2.
     """
 
     radiomics: dict[str, Any] | None = None
