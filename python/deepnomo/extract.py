@@ -222,12 +222,12 @@ def _execute(todo: Mapping[str, Any], worker: Worker, out: str, workers: int,
 # ------------------------------------------------------------- case tasks ----
 
 def radiomics_task(payload: tuple, staging: Path) -> dict:
-    """``(case, params)`` -> ``{patient_id, reader, features}``."""
+    """``(case, params, bias_order)`` -> ``{patient_id, reader, features}``."""
     from deepnomo.radiomics import extract_case
 
-    case, params = payload
+    case, params, bias_order = payload
     return {"patient_id": case.patient_id, "reader": case.reader,
-            "features": extract_case(case, params)}
+            "features": extract_case(case, params, bias_order)}
 
 
 def prepare_task(payload: tuple, staging: Path) -> dict:

@@ -227,6 +227,66 @@ def n4_correct(image: sitk.Image, mask: sitk.Image | None = None, shrink_factor:
     return sitk.Cast(img / sitk.Exp(log_bias), sitk.sitkFloat32)
 
 
+def polynomial_bias_correct(image: np.ndarray, exclude: np.ndarray, order: int = 2
+                            ) -> np.ndarray:
+    """Divide out a smooth multiplicative bias field fitted to the tissue around a ROI.
+
+    The log bias field is a polynomial of degree ``order`` in the voxel coordinates,
+    each axis scaled to [-1, 1], fitted by least squares to ``log(image)`` over the
+    voxels outside ``exclude`` (Styner et al. 2000, IEEE TMI 19:153, fit a Legendre
+    polynomial field in the same spirit):
+
+    ``log I(x) = sum_k b_k p_k(x) + e(x)``,  ``corrected = I / exp(sum_{k>0} b_k p_k)``.
+
+    The constant term stays, so the surrounding tissue keeps its mean level. On a
+    crop of tens of millimetres around a tumour the field is close to a low-order
+    polynomial, and the fit takes milliseconds where N4 (:func:`n4_correct`) takes
+    a fraction of a second per volume.
+
+    Parameters
+    ----------
+    image : ndarray, shape (z, y, x)
+        Intensities, positive in the tissue that is fitted.
+    exclude : ndarray of bool, shape (z, y, x)
+        Voxels left out of the fit (the tumour, whose own signal is not bias).
+    order : int
+        Polynomial degree, 1 (planar field) to 3.
+
+    Returns
+    -------
+    ndarray, shape (z, y, x), float32.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, an ``order`` outside 1-3, or fewer positive voxels
+        outside ``exclude`` than ten per coefficient.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    exclude = np.asarray(exclude, dtype=bool)
+    if image.ndim != 3 or image.shape != exclude.shape:
+        raise ValueError(f"bias correction: image {image.shape} and mask {exclude.shape} must "
+                         "be 3D arrays of one shape")
+    if order not in (1, 2, 3):
+        raise ValueError(f"bias correction: order must be 1, 2 or 3, got {order}")
+    axes = [np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in image.shape]
+    coords = [c.ravel() for c in np.meshgrid(*axes, indexing="ij")]
+    terms = [np.ones(image.size)]
+    for degree in range(1, order + 1):  # every monomial z^a y^b x^c with a + b + c = degree
+        for a in range(degree + 1):
+            for b in range(degree + 1 - a):
+                terms.append(coords[0] ** a * coords[1] ** b * coords[2] ** (degree - a - b))
+    design = np.stack(terms, axis=1)
+    values = image.ravel()
+    fit = ~exclude.ravel() & (values > 0)
+    if fit.sum() < 10 * design.shape[1]:
+        raise ValueError(f"bias correction: {int(fit.sum())} positive voxels outside the mask; "
+                         f"an order-{order} field needs at least {10 * design.shape[1]}")
+    coef, *_ = np.linalg.lstsq(design[fit], np.log(values[fit]), rcond=None)
+    log_field = design[:, 1:] @ coef[1:]
+    return (values / np.exp(log_field)).reshape(image.shape).astype(np.float32)
+
+
 def body_mask(image: sitk.Image) -> sitk.Image:
     """Foreground (body) mask by Otsu's threshold, uint8 (1 = body)."""
     return sitk.OtsuThreshold(sitk.Cast(image, sitk.sitkFloat32), 0, 1)

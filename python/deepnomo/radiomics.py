@@ -20,7 +20,13 @@ import pandas as pd
 import SimpleITK as sitk
 
 from deepnomo.io import Case, read_image
-from deepnomo.preprocess import CaseError, align_mask, check_image, check_mask
+from deepnomo.preprocess import (
+    CaseError,
+    align_mask,
+    check_image,
+    check_mask,
+    polynomial_bias_correct,
+)
 
 PRESET_DIR = Path(__file__).resolve().parent / "data" / "radiomics"
 PRESETS = ("multiscale", "stage2", "quick", "ibsi_phantom")
@@ -53,12 +59,14 @@ def make_extractor(params: str | Path):
 
 
 def extract_series(image: sitk.Image, mask: sitk.Image, extractor,
-                   tol_mm: float = 0.01) -> dict[str, float]:
+                   tol_mm: float = 0.01, bias_order: int = 0) -> dict[str, float]:
     """Features of one image under one mask.
 
     The image is checked for NaN voxels, the mask is put on the image grid
     (:func:`deepnomo.preprocess.align_mask`) and checked for emptiness, the label and
-    binarity; then pyradiomics runs.
+    binarity; with ``bias_order`` 1-3 the image is divided by a polynomial bias field
+    fitted around the ROI (:func:`deepnomo.preprocess.polynomial_bias_correct`); then
+    pyradiomics runs.
 
     Returns
     -------
@@ -70,6 +78,11 @@ def extract_series(image: sitk.Image, mask: sitk.Image, extractor,
     mask = align_mask(image, mask, tol_mm)
     check_mask(mask, label)
     mask = sitk.Cast(mask, sitk.sitkUInt8)
+    if bias_order:
+        corrected = sitk.GetImageFromArray(polynomial_bias_correct(
+            sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(mask) == label, bias_order))
+        corrected.CopyInformation(image)
+        image = corrected
     try:
         res = extractor.execute(image, mask, label=label)
     except (ValueError, RuntimeError, IndexError) as exc:
@@ -81,8 +94,9 @@ def extract_series(image: sitk.Image, mask: sitk.Image, extractor,
     return out
 
 
-def extract_case(case: Case, params: str | Path) -> dict[str, float]:
-    """All series of a case, features prefixed ``<modality>_``.
+def extract_case(case: Case, params: str | Path, bias_order: int = 0) -> dict[str, float]:
+    """All series of a case, features prefixed ``<modality>_`` (``bias_order``: see
+    :func:`extract_series`).
 
     Raises
     ------
@@ -95,7 +109,8 @@ def extract_case(case: Case, params: str | Path) -> dict[str, float]:
         if s.mask is None:
             raise CaseError(f"{s.modality}: no mask")
         try:
-            vals = extract_series(read_image(s.image), read_image(s.mask), extractor)
+            vals = extract_series(read_image(s.image), read_image(s.mask), extractor,
+                                  bias_order=bias_order)
         except ValueError as exc:
             raise type(exc)(f"{s.modality}: {exc}") from exc
         feats.update({f"{s.modality}_{k}": v for k, v in vals.items()})

@@ -42,7 +42,9 @@ class Pipeline:
     ----------
     radiomics : dict or None
         ``modalities`` (sequences), ``params`` per preset, ``signature`` (column),
-        ``icc_patients`` (training patients read by the second reader).
+        ``icc_patients`` (training patients read by the second reader) and optionally
+        ``bias_order`` (:func:`~deepnomo.commands.imaging.run_radiomics`: each image
+        divided by a polynomial bias field fitted around its ROI before extraction).
     dl : tuple of str
         Deep-learning configs (``data/dl/<name>.yaml``), one signature each.
     multitask : dict or None
@@ -73,7 +75,7 @@ PIPELINES: dict[str, Pipeline] = {
     "stage2": Pipeline(
         radiomics={"modalities": ["t1", "t2", "t1c"], "params": {"quick": "quick",
                                                                  "paper": "stage2"},
-                   "signature": "sig_rad_mri", "icc_patients": 0},
+                   "signature": "sig_rad_mri", "icc_patients": 0, "bias_order": 2},
         dl=("stage2_combined",)),
     "recurrent": Pipeline(dl=("recurrent_petct", "recurrent_ct", "recurrent_pet")),
     "cptdn": Pipeline(dl=("cptdn_t1", "cptdn_t2", "cptdn_t1c"),
@@ -208,7 +210,8 @@ def stage_radiomics(run: StudyRun, data_dir: Path, table: pd.DataFrame,
         workers = max(1, min(2, os.cpu_count() or 1))
         for i, cases in enumerate(_radiomics_cases(data_dir, spec, table, run.seed, tmp), 1):
             out = tmp / f"reader{i}.csv"
-            summary, _, _ = run_radiomics(cases, params, out, workers=workers, progress=True)
+            summary, _, _ = run_radiomics(cases, params, out, workers=workers, progress=True,
+                                          bias_order=spec.get("bias_order", 0))
             if summary.failed:
                 first = sorted(summary.failed.items())[:3]
                 raise RuntimeError(f"radiomics failed for {len(summary.failed)} case(s), e.g. "

@@ -112,6 +112,12 @@ class TrainConfig:
         Interpolation of images across slices when resampling to ``spacing_mm``
         (in-plane stays linear): ``"nearest"`` keeps every slice one the scanner
         acquired (:func:`deepnomo.preprocess.resample`, ``slice_interpolator``).
+    bias_order : int
+        0: images as read. 1-3: before normalization, each volume (on the
+        ``spacing_mm`` grid) is divided by a smooth multiplicative bias field, a
+        polynomial of this degree fitted to the log intensities outside the ROI
+        (:func:`deepnomo.preprocess.polynomial_bias_correct`). For MR, whose coil
+        sensitivity varies over the field of view.
     normalize : {"zscore", "none"}
         Per image volume: subtract its mean and divide by its SD before cropping
         (removes scanner scale and offset); tiles are always scaled to [0, 1].
@@ -186,6 +192,7 @@ class TrainConfig:
     roi_width: int = 8
     spacing_mm: list[float] | None = None
     slice_interpolation: str = "linear"
+    bias_order: int = 0
     normalize: str = "zscore"
     epochs: int = 30
     batch_size: int = 32
@@ -242,6 +249,11 @@ class TrainConfig:
                                  f"with H = W, got {self.roi_patch}")
             if self.roi_width < 1:
                 raise ValueError(f"config 'roi_width': must be >= 1, got {self.roi_width}")
+        if self.bias_order not in (0, 1, 2, 3):
+            raise ValueError(f"config 'bias_order': expected 0 (off) to 3, got {self.bias_order}")
+        if self.bias_order and self.input == "tiles":
+            raise ValueError("config 'bias_order': bias correction fits around an ROI mask; "
+                             "input 'tiles' has none")
         if self.seg_epochs and self.backbone != "unet3d":
             raise ValueError("config 'seg_epochs': segmentation pretraining needs backbone unet3d")
         for key in ("seg_lr", "seg_batch_size"):
@@ -295,10 +307,13 @@ class TrainConfig:
     def hash(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration.
 
-        Without a shape encoder (``roi_patch`` None) or an auxiliary task
-        (``aux_components`` 0) their keys are left out, so that a configuration
-        keeps the hash it had before they existed."""
+        Without a shape encoder (``roi_patch`` None), an auxiliary task
+        (``aux_components`` 0) or bias correction (``bias_order`` 0) their keys
+        are left out, so that a configuration keeps the hash it had before they
+        existed."""
         data = self.to_dict()
+        if not data["bias_order"]:
+            data.pop("bias_order")
         if data["roi_patch"] is None:
             for key in ("roi_patch", "roi_width"):
                 data.pop(key)
@@ -467,6 +482,10 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig, with_mask: bool
     mask = _read_image(root / first["mask"], cfg.spacing_mm, "nearest") > 0
     images = [_read_image(root / by_mod[m].iloc[0]["image"], cfg.spacing_mm,
                           slice_interpolator=cfg.slice_interpolation) for m in cfg.modalities]
+    if cfg.bias_order:
+        from deepnomo.preprocess import polynomial_bias_correct
+
+        images = [polynomial_bias_correct(im, mask, cfg.bias_order) for im in images]
     if cfg.normalize == "zscore":
         images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
     roi = None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
@@ -174,6 +175,13 @@ def test_radiomics_bad_inputs_recorded_and_exit_codes(tmp_path):
     res = CliRunner().invoke(app, args + ["--allow-failures"])
     assert res.exit_code == 0
     assert "reader r1: 4 patients x 3 features (CT: 3)" in res.output
+    # bias-corrected features are other features: they keep their own resumable folder
+    res = CliRunner().invoke(app, args + ["--allow-failures", "--bias-order", "1"])
+    assert res.exit_code == 0 and "4 done, 0 already done (skipped), 8 failed" in res.output
+    works = sorted(p.name for p in tmp_path.glob(".feat.work-*"))
+    assert len(works) == 2 and works[1] == works[0] + "-bias1"
+    with pytest.raises(ValueError, match="bias_order: expected 0 .off. to 3, got 4"):
+        run_radiomics(manifest, tmp_path / "p.yaml", out, workers=0, bias_order=4)
 
 
 def test_preprocess_cli_histogram_fit_then_locked(tmp_path):

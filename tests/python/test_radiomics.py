@@ -186,3 +186,35 @@ def test_multiscale_feature_families(tmp_path):
     assert sum(v for k, v in kinds.items() if k.startswith("log-sigma-")) == 3 * 93
     assert {k.split("_")[1] for k in feats} == {"shape", "firstorder", "glcm", "glrlm",
                                                 "glszm", "gldm", "ngtdm"}
+
+
+def test_bias_order_gives_a_scan_under_a_coil_field_the_features_of_the_flat_scan():
+    from deepnomo.radiomics import extract_series
+
+    rng = np.random.default_rng(1)
+    shape = (16, 32, 32)
+    z, y, x = np.indices(shape).astype(float)
+    msk = (((x - 15) / 8) ** 2 + ((y - 16) / 7) ** 2 + ((z - 8) / 5) ** 2 <= 1).astype(np.uint8)
+    flat = 100 * (1 + 0.05 * rng.standard_normal(shape))
+    flat[msk > 0] = 150 * (1 + 0.2 * rng.standard_normal(int(msk.sum())))
+    coil = flat * np.exp(0.5 * (x - 15.5) / 15.5 + 0.3 * ((y - 15.5) / 15.5) ** 2)
+    ext = make_extractor("quick")
+
+    def feats(arr: np.ndarray, order: int) -> pd.Series:
+        img = sitk.GetImageFromArray(arr.astype(np.float32))
+        img.SetSpacing((2.0, 2.0, 4.0))
+        m = sitk.GetImageFromArray(msk)
+        m.CopyInformation(img)
+        return pd.Series(extract_series(img, m, ext, bias_order=order))
+
+    ref = feats(flat, 2)
+    keys = ["original_firstorder_Mean", "original_firstorder_Variance",
+            "original_glcm_Contrast", "original_firstorder_Skewness"]
+    rel_before = ((feats(coil, 0)[keys] - ref[keys]) / ref[keys]).abs()
+    rel_after = ((feats(coil, 2)[keys] - ref[keys]) / ref[keys]).abs()
+    # measured: relative errors 0.74-2.6 as scanned, below 1e-6 corrected (the field is of
+    # the fitted order; what differs is a global scale that the normalization removes)
+    assert (rel_after < 1e-4).all()
+    assert rel_before.min() > 0.5
+    shape_keys = [k for k in ref.index if "_shape_" in k]
+    assert (feats(coil, 2)[shape_keys] == ref[shape_keys]).all()

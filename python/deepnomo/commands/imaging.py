@@ -105,24 +105,30 @@ def _fit_standardizers(records: dict, prep_dir: Path, hcfg: dict) -> dict[str, d
 
 
 def run_radiomics(cases: Path, params: str | Path, out: Path, workers: int = 1,
-                  scheduler: str | None = None, progress: bool = True,
+                  scheduler: str | None = None, progress: bool = True, bias_order: int = 0,
                   ) -> tuple[RunSummary, dict[str, Path], dict[str, pd.DataFrame]]:
     """Extract features for every case; write one wide table per reader.
 
-    Finished cases are kept in ``<out folder>/.<out stem>.work-<params digest>/`` so a
-    rerun with the same parameters resumes.
+    ``bias_order`` 1-3 divides each image by a polynomial bias field fitted around
+    its ROI first (:func:`deepnomo.radiomics.extract_series`). Finished cases are
+    kept in ``<out folder>/.<out stem>.work-<params digest>[-bias<order>]/`` so a
+    rerun with the same settings resumes.
 
     Returns
     -------
     summary, reader -> table path, reader -> table
     """
-    pfile = params_file(params)
+    if bias_order not in (0, 1, 2, 3):
+        raise ValueError(f"bias_order: expected 0 (off) to 3, got {bias_order}")
     df = read_manifest(cases)
     case_list = manifest_cases(df)
     prefailed = _prefailed(df, case_list, require_mask=True)
-    work = out.parent / f".{out.stem}.work-{params_digest(pfile)}"
-    summary = run_tasks({c.key: (c, str(pfile)) for c in case_list}, radiomics_task, work,
-                        workers, scheduler, prefailed, progress, desc="radiomics",
+    pfile = params_file(params)
+    work = out.parent / (f".{out.stem}.work-{params_digest(pfile)}"
+                         + (f"-bias{bias_order}" if bias_order else ""))
+    tasks = {c.key: (c, str(pfile), bias_order) for c in case_list}
+    summary = run_tasks(tasks, radiomics_task, work, workers, scheduler, prefailed, progress,
+                        desc="radiomics",
                         fingerprints={c.key: _fingerprint(c) for c in case_list})
     finished = set(summary.done) | set(summary.skipped)
     rows = [load_result(work, c.key)["result"] for c in case_list if c.key in finished]
@@ -167,9 +173,12 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, help="worker processes (0: in this process)"),
         scheduler: str = typer.Option(None, help="dask.distributed scheduler address"),
         allow_failures: bool = typer.Option(False, help="exit 0 even if some cases failed"),
+        bias_order: int = typer.Option(0, help="divide each image by a polynomial bias field "
+                                       "of this degree (1-3) fitted around its ROI; 0: off"),
     ) -> None:
         """pyradiomics features, one wide row per patient, modality-prefixed columns."""
-        summary, paths, tables = run_radiomics(cases, params, out, workers, scheduler)
+        summary, paths, tables = run_radiomics(cases, params, out, workers, scheduler,
+                                               bias_order=bias_order)
         for reader, path in paths.items():
             mods = list(dict.fromkeys(read_manifest(cases)["modality"]))
             per = ", ".join(f"{m}: {feature_count(tables[reader], m)}" for m in mods)
