@@ -347,6 +347,7 @@ def test_bias_order_removes_a_coil_field_before_the_zscore(tmp_path):
 def _ddp_worker(rank, init_file, cfg_dict, out_dir):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
                                          rank=rank, world_size=2)
+    torch.set_num_threads(1)
     cfg = TrainConfig.from_dict(cfg_dict)
     data, _ = blob_data(16, seed=6, size=16, k=2)
     torch.manual_seed(0)
@@ -357,6 +358,8 @@ def _ddp_worker(rank, init_file, cfg_dict, out_dir):
     loss.backward()
     torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None},
                f"{out_dir}/grad{rank}.pt")
+    del ddp  # release the reducer, then leave together: one rank tearing gloo down
+    torch.distributed.barrier()  # while the other still talks aborts the process
     torch.distributed.destroy_process_group()
 
 
