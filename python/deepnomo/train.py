@@ -86,7 +86,9 @@ class TrainConfig:
     backbone, backbone_args : str, dict
         Encoder name and keyword arguments (see ``deepnomo.nn.backbones``);
         ``pool: roi_stats`` pools the last feature map to its mean and SD over
-        the ROI channel (``multichannel`` input) and its mean over the crop.
+        the ROI and its mean over the crop; the ROI is the instance's last
+        channel (``multichannel`` input; ``patch`` input with backbone
+        ``unet3d`` appends the ROI patch after the sequences).
     pooling : {"mean", "max", "attention"}
     crop_size : int
         Side of 2D crops / tiles in pixels.
@@ -236,9 +238,11 @@ class TrainConfig:
                              "(use 'multichannel' for several)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"config 'val_fraction': must be in (0, 1), got {self.val_fraction}")
-        if self.backbone_args.get("pool") == "roi_stats" and self.input != "multichannel":
+        if self.backbone_args.get("pool") == "roi_stats" and not (
+                self.input == "multichannel"
+                or (self.input == "patch" and self.backbone == "unet3d")):
             raise ValueError("config 'backbone_args': pool 'roi_stats' needs input "
-                             "'multichannel' (its last channel is the ROI)")
+                             "'multichannel', or 'patch' with backbone 'unet3d' (an ROI channel)")
         if self.roi_patch is not None:
             if self.input == "tiles":
                 raise ValueError("config 'roi_patch': a shape encoder needs an ROI mask; "
@@ -322,6 +326,11 @@ class TrainConfig:
                 data.pop(key)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def roi_channel(self) -> bool:
+        """Whether each instance ends with an ROI channel (0-1), after the image channels."""
+        return self.input == "multichannel" or self.backbone_args.get("pool") == "roi_stats"
 
     @property
     def in_channels(self) -> int:
@@ -502,12 +511,14 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig, with_mask: bool
             bag = bag[np.sort(np.argsort(-area, kind="stable")[:cfg.max_slices])]
         return np.asarray(bag, dtype=np.float32), None, roi
     size = tuple(cfg.patch_size)
-    bag = np.stack([crops.tumor_patch(im, mask, size=size) for im in images])[None]
+    channels = [crops.tumor_patch(im, mask, size=size) for im in images]
     seg = None
-    if with_mask:
+    if with_mask or cfg.roi_channel:
         m = np.asarray(crops.tumor_patch(mask.astype(np.float32), mask, size=size))
-        seg = (m > 0.5 * (m.max() + m.min()))[None, None].astype(np.float32)
-    return np.asarray(bag, dtype=np.float32), seg, roi
+        m = (m > 0.5 * (m.max() + m.min())).astype(np.float32)
+        seg = m[None, None] if with_mask else None
+        channels += [m] if cfg.roi_channel else []
+    return np.asarray(np.stack(channels)[None], dtype=np.float32), seg, roi
 
 
 def load_bags(cohort: pd.DataFrame, cases_csv: str | os.PathLike, cfg: TrainConfig,
@@ -600,9 +611,9 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     """Randomly flip, rotate (in-plane), jitter intensity and blur each instance.
 
     Flips and rotations move every channel together; intensity jitter and blur
-    change only the image channels: the ROI channel of ``multichannel`` input
-    (the last) keeps its 0/1 values, since it is a region, not a signal (it
-    also weights the ``roi_stats`` pooling).
+    change only the image channels: the ROI channel (the last, see
+    ``TrainConfig.roi_channel``) keeps its 0/1 values, since it is a region,
+    not a signal (it also weights the ``roi_stats`` pooling).
 
     Parameters
     ----------
@@ -612,7 +623,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     """
     m, nd = x.shape[0], x.ndim - 2
     dev = x.device
-    n_image = x.shape[1] - 1 if cfg.input == "multichannel" else x.shape[1]
+    n_image = x.shape[1] - 1 if cfg.roi_channel else x.shape[1]
 
     def uniform(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen).to(dev)

@@ -144,6 +144,48 @@ def test_roi_stats_pooling_sees_texture_that_global_mean_pooling_averages_away()
     assert y.shape == (3, 24) and bool((y[:, 8:16] > 0).all())  # SDs are positive
 
 
+def test_roi_statistics_pool_in_3d_matches_weighted_moments():
+    gen = torch.Generator().manual_seed(1)
+    f = torch.randn(1, 2, 2, 4, 4, generator=gen)
+    roi = torch.zeros(1, 1, 4, 8, 8)
+    roi[0, 0, 0:2, 0:4, 2:6] = 1.0  # map voxels (0, 0-1, 1-2) fully
+    roi[0, 0, 2, 0, 0] = 1.0  # 1/8 of map voxel (1, 0, 0)
+    out = roi_statistics_pool(f, roi)
+    w = roi[0, 0].reshape(2, 2, 4, 2, 4, 2).mean(dim=(1, 3, 5)).double()
+    w = w / w.sum()
+    for c in range(2):
+        x = f[0, c].double()
+        mean = (w * x).sum()
+        assert float(out[0, c]) == pytest.approx(float(mean), abs=1e-5)
+        assert float(out[0, 2 + c]) == pytest.approx(
+            float(torch.sqrt((w * (x - mean) ** 2).sum() + 1e-4)), abs=1e-5)
+        assert float(out[0, 4 + c]) == pytest.approx(float(x.mean()), abs=1e-5)
+    with pytest.raises(ValueError, match="roi: expected"):
+        roi_statistics_pool(f, roi[:, :, 0])
+
+
+def test_unet_roi_stats_pools_its_bottleneck_over_an_roi_it_does_not_read():
+    """The ROI channel weights the pooling of the bottleneck; the U-Net reads only the
+    image, so its segmentation is the same whatever the ROI, and the crop-mean part of
+    the output is the mean-pooled encoder's."""
+    torch.manual_seed(0)
+    model = build_backbone("unet3d", sequences=2, width=4, depth=2, pool="roi_stats").eval()
+    assert model.out_features == 2 * 48
+    x = torch.randn(2, 2, 16, 16, 16)
+    roi = torch.zeros(2, 1, 16, 16, 16)
+    roi[:, :, 4:12, 4:12, 4:12] = 1.0
+    y = model(torch.cat([x, roi], dim=1))
+    enc = model.encoders[1]
+    fmap = enc.unet.encode(x[:, 1:2])[0]
+    torch.testing.assert_close(y[:, 48:], roi_statistics_pool(fmap, roi))
+    torch.testing.assert_close(y[:, 48 + 32:], fmap.mean(dim=(2, 3, 4)))
+    moved = roi.roll(4, dims=4)
+    y2 = model(torch.cat([x, moved], dim=1))
+    assert not torch.allclose(y2[:, :32], y[:, :32])  # ROI moments follow the ROI
+    torch.testing.assert_close(y2[:, 32:48], y[:, 32:48])  # crop means do not
+    with pytest.raises(ValueError, match="2 sequences and the ROI"):
+        model(x)
+
 def test_bad_backbone_arguments():
     with pytest.raises(ValueError, match="unknown name"):
         build_backbone("vgg")

@@ -157,6 +157,8 @@ def test_bad_training_input_is_refused():
         TrainConfig(epochs=3, min_epochs=4)
     with pytest.raises(ValueError, match="pool 'roi_stats' needs input 'multichannel'"):
         TrainConfig(input="slices", backbone_args={"pool": "roi_stats"})
+    with pytest.raises(ValueError, match="or 'patch' with backbone 'unet3d'"):
+        TrainConfig(input="patch", backbone="resnet18", backbone_args={"pool": "roi_stats"})
     with pytest.raises(ValueError, match="'seg_lr': set without segmentation epochs"):
         TrainConfig(backbone="unet3d", input="patch", seg_lr=0.01)
     with pytest.raises(ValueError, match="'seg_batch_size': must be positive, got 0"):
@@ -240,6 +242,14 @@ def test_augmentation_leaves_the_roi_channel_a_region():
     same = augment(x, dataclasses.replace(jitter, input="slices", modalities=["pet"]),
                    torch.Generator().manual_seed(3))
     assert not torch.equal(same[:, 2], x[:, 2])  # other inputs jitter every channel
+    patches = torch.randn(2, 3, 8, 16, 16)  # two sequences and the ROI (U-Net ROI pooling)
+    patches[:, 2] = (torch.rand(2, 8, 16, 16) < 0.3).float()
+    roi_pooled = small_config(input="patch", backbone="unet3d", modalities=["t1", "t2"],
+                              backbone_args={"width": 4, "depth": 2, "pool": "roi_stats"},
+                              flip=False, rotate_deg=0.0, intensity=0.5, blur=2.0)
+    y = augment(patches, roi_pooled, torch.Generator().manual_seed(3))
+    assert torch.equal(y[:, 2], patches[:, 2])
+    assert not torch.allclose(y[:, :2], patches[:, :2], atol=0.05)
 
 
 def test_tiles_are_loaded_and_ids_checked(tmp_path):
@@ -344,6 +354,46 @@ def test_bias_order_removes_a_coil_field_before_the_zscore(tmp_path):
         TrainConfig(input="tiles", modalities=["he"], bias_order=1)
 
 
+def test_roi_stats_patches_end_with_the_reader_mask(tmp_path):
+    """U-Net ROI pooling: each patch carries the first reader's mask, cropped like the
+    images, after its sequences; it is the segmentation target too."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(4)
+    shape = (14, 30, 30)
+    z, y, x = np.indices(shape).astype(float)
+    tumour = ((x - 14) / 7) ** 2 + ((y - 16) / 6) ** 2 + ((z - 7) / 4) ** 2 <= 1
+    rows = []
+    for seq in ("t1", "t2"):
+        img = rng.normal(100.0, 5.0, shape) + 30.0 * tumour
+        sitk.WriteImage(sitk.GetImageFromArray(img.astype(np.float32)),
+                        str(tmp_path / f"{seq}.nii.gz"))
+        rows.append({"patient_id": "p1", "modality": seq, "image": f"{seq}.nii.gz",
+                     "mask": "mask.nii.gz"})
+    sitk.WriteImage(sitk.GetImageFromArray(tumour.astype(np.uint8)), str(tmp_path / "mask.nii.gz"))
+    pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
+    cohort = pd.DataFrame({"patient_id": ["p1"], "cohort": ["train"], "os_time": [5.0],
+                           "os_event": [1]})
+    base = dict(input="patch", modalities=["t1", "t2"], endpoint="os", patch_size=[8, 16, 16],
+                backbone="unet3d")
+    plain = load_bags(cohort, tmp_path / "cases.csv",
+                      TrainConfig(**base, backbone_args={"width": 4, "depth": 2}),
+                      with_masks=True)
+    pooled = load_bags(cohort, tmp_path / "cases.csv",
+                       TrainConfig(**base, backbone_args={"width": 4, "depth": 2,
+                                                          "pool": "roi_stats"}),
+                       with_masks=True)
+    assert plain.bags[0].shape == (1, 2, 8, 16, 16)
+    assert pooled.bags[0].shape == (1, 3, 8, 16, 16)
+    np.testing.assert_array_equal(pooled.bags[0][:, :2], plain.bags[0])
+    np.testing.assert_array_equal(pooled.bags[0][:, 2:], plain.masks[0])
+    roi = pooled.bags[0][0, 2]
+    assert set(np.unique(roi)) == {0.0, 1.0}
+    # the mask marks the bright tumour: its voxels are about 30 / 5 SDs brighter
+    t1 = pooled.bags[0][0, 0]
+    assert t1[roi == 1].mean() - t1[roi == 0].mean() > 1.0
+
+
 def _ddp_worker(rank, init_file, cfg_dict, out_dir):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
                                          rank=rank, world_size=2)
@@ -403,11 +453,16 @@ def _blob_volumes(n: int, seed: int) -> tuple[BagData, np.ndarray]:
     return data, eta
 
 
-def test_unet_segmentation_then_cox_phases(tmp_path):
+@pytest.mark.parametrize("pool", ["mean", "roi_stats"])
+def test_unet_segmentation_then_cox_phases(tmp_path, pool):
     data, _ = _blob_volumes(40, seed=8)
+    if pool == "roi_stats":  # the mask rides along as the last channel; the U-Net never reads it
+        data = dataclasses.replace(data, bags=[np.concatenate([b, m], axis=1)
+                                               for b, m in zip(data.bags, data.masks,
+                                                               strict=True)])
     cfg = TrainConfig(name="u", input="patch", backbone="unet3d", pooling="mean",
-                      backbone_args={"width": 4, "depth": 2}, patch_size=[16, 16, 16],
-                      seg_epochs=6, epochs=2, batch_size=5, lr=3e-2)
+                      backbone_args={"width": 4, "depth": 2, "pool": pool},
+                      patch_size=[16, 16, 16], seg_epochs=6, epochs=2, batch_size=5, lr=3e-2)
     info = fit(cfg, data, tmp_path, device="cpu", progress=False)
     phases = [h["phase"] for h in info["history"]]
     assert phases == ["seg"] * 6 + ["cox"] * 2

@@ -2,9 +2,10 @@
 
 Every encoder maps a batch of instances to feature vectors,
 ``(N, C, *spatial) -> (N, out_features)``, and exposes ``cam_layer``: the module
-whose output is the last spatial feature map (the target of Grad-CAM). The 2D
-encoders pool that map either by its global mean or by its mean and SD over the
-ROI together with its global mean (:func:`roi_statistics_pool`, ``pool="roi_stats"``).
+whose output is the last spatial feature map (the target of Grad-CAM). Every
+encoder pools that map either by its global mean or by its mean and SD over the
+ROI together with its global mean (:func:`roi_statistics_pool`, ``pool="roi_stats"``);
+the ROI is the instance's last channel.
 
 * :class:`ResNet18` -- basic-block ResNet (He et al. 2016), 2D.
 * :class:`SEResNeXt` -- grouped-convolution bottlenecks (Xie et al. 2017) with
@@ -46,9 +47,10 @@ def roi_statistics_pool(features: torch.Tensor, roi: torch.Tensor) -> torch.Tens
         \\mu_c = \\sum_p w_p f_c(p), \\qquad
         \\sigma_c = \\Big(\\sum_p w_p (f_c(p) - \\mu_c)^2 + 10^{-4}\\Big)^{1/2},
         \\qquad w_p = r_p / \\textstyle\\sum_q r_q, \\qquad
-        \\bar f_c = \\frac{1}{hw} \\sum_p f_c(p),
+        \\bar f_c = \\frac{1}{|P|} \\sum_p f_c(p),
 
-    with :math:`r` the ROI resampled to the map by area averaging. The SD of
+    over the positions :math:`p \\in P` of a 2D or 3D map, with :math:`r` the ROI
+    resampled to the map by area averaging. The SD of
     filter responses over the tumour is what grey-level texture statistics
     measure, and restricting both moments to the ROI keeps the surrounding
     tissue out of them. Mean-and-SD ("statistics") pooling is that of x-vector
@@ -60,23 +62,29 @@ def roi_statistics_pool(features: torch.Tensor, roi: torch.Tensor) -> torch.Tens
 
     Parameters
     ----------
-    features : Tensor, shape (N, F, h, w)
-    roi : Tensor, shape (N, 1, H, W)
+    features : Tensor, shape (N, F, h, w) or (N, F, d, h, w)
+    roi : Tensor, shape (N, 1, H, W) or (N, 1, D, H, W)
         ROI membership (0-1) of each instance, at the input resolution.
 
     Returns
     -------
     Tensor, shape (N, 3F): the ROI means, the ROI SDs, then the crop means.
     """
-    r = nn.functional.adaptive_avg_pool2d(roi.clamp_min(0), features.shape[-2:])
-    w = r / r.sum(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-    mean = (features * w).sum(dim=(2, 3))
-    var = ((features - mean[:, :, None, None]) ** 2 * w).sum(dim=(2, 3))
-    return torch.cat([mean, torch.sqrt(var + 1e-4), features.mean(dim=(2, 3))], dim=1)
+    if roi.ndim != features.ndim or roi.shape[1] != 1 or features.ndim not in (4, 5):
+        raise ValueError(f"roi: expected (N, 1, *spatial) for features {tuple(features.shape)}, "
+                         f"got {tuple(roi.shape)}")
+    area_pool = (nn.functional.adaptive_avg_pool2d if features.ndim == 4
+                 else nn.functional.adaptive_avg_pool3d)
+    dims = tuple(range(2, features.ndim))
+    r = area_pool(roi.clamp_min(0), features.shape[2:])
+    w = r / r.sum(dim=dims, keepdim=True).clamp_min(1e-3)
+    mean = (features * w).sum(dim=dims, keepdim=True)
+    var = ((features - mean) ** 2 * w).sum(dim=dims)
+    return torch.cat([mean.flatten(1), torch.sqrt(var + 1e-4), features.mean(dim=dims)], dim=1)
 
 
-class _Pooled2D(nn.Module):
-    """A 2D encoder's pooling: global mean, or ROI statistics of the last input channel."""
+class _Pooled(nn.Module):
+    """An encoder's pooling: global mean, or ROI statistics of the last input channel."""
 
     def _set_pool(self, pool: str, channels: int) -> None:
         if pool not in POOLS:
@@ -87,7 +95,7 @@ class _Pooled2D(nn.Module):
     def _pool(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.pool == "roi_stats":
             return roi_statistics_pool(features, x[:, -1:])
-        return features.mean(dim=(2, 3))
+        return features.mean(dim=tuple(range(2, features.ndim)))
 
 
 def _stem(in_channels: int, width: int, stem: str) -> nn.Sequential:
@@ -127,7 +135,7 @@ def _residual_stages(block: Callable[[int, int, int], nn.Module], cin: int, widt
     return nn.Sequential(*stages), cin
 
 
-class ResNet18(_Pooled2D):
+class ResNet18(_Pooled):
     """ResNet with basic blocks; ``layers=(2, 2, 2, 2)`` and ``width=64`` is ResNet-18.
 
     Parameters
@@ -182,7 +190,7 @@ class _SEXBlock(nn.Module):
         return self.act(self.body(x) + self.skip(x))
 
 
-class SEResNeXt(_Pooled2D):
+class SEResNeXt(_Pooled):
     """SE-ResNeXt: bottlenecks with grouped 3x3 convolutions and squeeze-and-excitation.
 
     ``width=256, layers=(3, 4, 6, 3), cardinality=32`` is SE-ResNeXt-50 (32x4d).
@@ -245,7 +253,7 @@ def _round_channels(c: float, divisor: int = 8) -> int:
     return max(divisor, int(c + divisor / 2) // divisor * divisor)
 
 
-class EfficientNetLite0(_Pooled2D):
+class EfficientNetLite0(_Pooled):
     """EfficientNet-lite0: MBConv blocks, ReLU6, no squeeze-and-excitation.
 
     Parameters
@@ -355,24 +363,32 @@ class UNet3D(nn.Module):
         return self.seg_head(x)
 
 
-class UNetEncoder(nn.Module):
-    """A U-Net's encoder as an instance encoder: global-average-pooled bottleneck."""
+class UNetEncoder(_Pooled):
+    """A U-Net's encoder as an instance encoder: its pooled bottleneck.
 
-    def __init__(self, unet: UNet3D) -> None:
+    With ``pool="roi_stats"`` the instance's last channel is the ROI: it weights
+    the pooling (:func:`roi_statistics_pool`) and is not an input of the U-Net,
+    which must find the tumour in the image to segment it.
+    """
+
+    def __init__(self, unet: UNet3D, pool: str = "mean") -> None:
         super().__init__()
         self.unet = unet
-        self.out_features = unet.bottleneck_channels
+        self._set_pool(pool, unet.bottleneck_channels)
         self.cam_layer = unet.bottleneck
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.unet.encode(x)[0].mean(dim=(2, 3, 4))
+        image = x[:, :-1] if self.pool == "roi_stats" else x
+        return self._pool(self.unet.encode(image)[0], x)
 
 
 class MultiSequenceEncoder(nn.Module):
     """One encoder per input channel (sequence); pooled features concatenated.
 
     Input ``(N, S, *spatial)``; sequence ``s`` goes to ``encoders[s]`` as a
-    one-channel image. Output ``(N, sum of out_features)``.
+    one-channel image. Encoders that pool over an ROI (``pool="roi_stats"``)
+    take input ``(N, S + 1, *spatial)`` whose last channel is the ROI, and each
+    gets its sequence with the ROI. Output ``(N, sum of out_features)``.
     """
 
     def __init__(self, encoders: Sequence[nn.Module]) -> None:
@@ -380,16 +396,21 @@ class MultiSequenceEncoder(nn.Module):
         self.encoders = nn.ModuleList(encoders)
         self.out_features = sum(e.out_features for e in encoders)
         self.cam_layer = encoders[0].cam_layer
+        self.roi = getattr(encoders[0], "pool", "mean") == "roi_stats"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != len(self.encoders):
-            raise ValueError(f"input: {x.shape[1]} channels for {len(self.encoders)} sequences")
-        return torch.cat([enc(x[:, s:s + 1]) for s, enc in enumerate(self.encoders)], dim=1)
+        n = len(self.encoders)
+        if x.shape[1] != n + self.roi:
+            raise ValueError(f"input: {x.shape[1]} channels for {n} sequences"
+                             + (" and the ROI" if self.roi else ""))
+        roi = [x[:, -1:]] if self.roi else []
+        return torch.cat([enc(torch.cat([x[:, s:s + 1], *roi], dim=1))
+                          for s, enc in enumerate(self.encoders)], dim=1)
 
 
 def _unet_encoder(in_channels: int = 1, width: int = 16, depth: int = 4,
-                  norm: str = "instance") -> UNetEncoder:
-    return UNetEncoder(UNet3D(in_channels, 1, width, depth, norm))
+                  norm: str = "instance", pool: str = "mean") -> UNetEncoder:
+    return UNetEncoder(UNet3D(in_channels, 1, width, depth, norm), pool)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
