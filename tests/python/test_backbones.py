@@ -166,8 +166,8 @@ def test_roi_statistics_pool_in_3d_matches_weighted_moments():
 
 def test_unet_roi_stats_pools_its_bottleneck_over_an_roi_it_does_not_read():
     """The ROI channel weights the pooling of the bottleneck; the U-Net reads only the
-    image, so its segmentation is the same whatever the ROI, and the crop-mean part of
-    the output is the mean-pooled encoder's."""
+    image, so its bottleneck, and with it the crop-mean part of the output, is the same
+    whatever the ROI."""
     torch.manual_seed(0)
     model = build_backbone("unet3d", sequences=2, width=4, depth=2, pool="roi_stats").eval()
     assert model.out_features == 2 * 48
@@ -185,6 +185,7 @@ def test_unet_roi_stats_pools_its_bottleneck_over_an_roi_it_does_not_read():
     torch.testing.assert_close(y2[:, 32:48], y[:, 32:48])  # crop means do not
     with pytest.raises(ValueError, match="2 sequences and the ROI"):
         model(x)
+
 
 def test_bad_backbone_arguments():
     with pytest.raises(ValueError, match="unknown name"):
