@@ -67,8 +67,35 @@ def test_unet_segments_and_learns_a_blob():
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.2 < first
-    with pytest.raises(ValueError, match="divisible by 4"):
+    with pytest.raises(ValueError, match=r"divisible by \(4, 4, 4\)"):
         net(torch.zeros(1, 1, 10, 16, 16))
+
+
+def test_unet_in_plane_levels_keep_each_section_apart():
+    """With ``in_plane_levels=1`` the first level reads each section alone (a change in
+    one section moves that section's level-1 features only) and down-samples in-plane,
+    so the depth needs one factor of 2 fewer; segmentation keeps the input's shape."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 6, 16, 16)
+    moved = x.clone()
+    moved[0, 0, 3] += 1.0
+    touched = {}
+    for levels in (1, 0):
+        net = UNet3D(1, 1, width=4, depth=2, norm="batch", in_plane_levels=levels).eval()
+        if levels == 0:
+            with pytest.raises(ValueError, match=r"divisible by \(4, 4, 4\)"):
+                net(x)
+            x, moved = (torch.cat([t, t[:, :, :2]], dim=2) for t in (x, moved))  # depth 8
+        skip, skip_moved = net.encode(x)[1][0], net.encode(moved)[1][0]
+        diff = (skip - skip_moved).abs().amax(dim=(0, 1, 3, 4))
+        touched[levels] = [int(z) for z in torch.nonzero(diff > 1e-6).flatten()]
+        assert net(x).shape == x.shape
+        bottleneck = net.encode(x)[0]
+        assert bottleneck.shape[2:] == ((2, 4, 4) if levels == 0 else (3, 4, 4))
+    assert touched[1] == [3]
+    assert touched[0] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="in_plane_levels: expected 0..depth"):
+        UNet3D(1, 1, width=4, depth=2, in_plane_levels=3)
 
 
 def test_unet_instance_norm_pools_away_the_contrast_that_batch_norm_keeps():

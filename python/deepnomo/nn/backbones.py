@@ -298,10 +298,12 @@ NORMS3D: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def _double_conv3d(cin: int, cout: int, norm: str) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False),
+def _double_conv3d(cin: int, cout: int, norm: str, in_plane: bool = False) -> nn.Sequential:
+    """Two convolutions, each normalised and LeakyReLU'd: 3x3x3, or 1x3x3 (``in_plane``)."""
+    k, pad = ((1, 3, 3), (0, 1, 1)) if in_plane else (3, 1)
+    return nn.Sequential(nn.Conv3d(cin, cout, k, padding=pad, bias=False),
                          NORMS3D[norm](cout), nn.LeakyReLU(0.01, inplace=True),
-                         nn.Conv3d(cout, cout, 3, padding=1, bias=False),
+                         nn.Conv3d(cout, cout, k, padding=pad, bias=False),
                          NORMS3D[norm](cout), nn.LeakyReLU(0.01, inplace=True))
 
 
@@ -321,39 +323,52 @@ class UNet3D(nn.Module):
         segmentation) standardises every feature map per image, which removes a
         patch's contrast and texture amplitude from the pooled bottleneck; batch
         norm keeps the differences between patients that a risk head needs.
+    in_plane_levels : int
+        The first levels that convolve (1x3x3) and down-sample (1x2x2) within each
+        section only, as nnU-Net does for images whose sections lie at least twice as
+        far apart as their pixels: those levels see each acquired section's own
+        texture, which does not depend on the slice thickness of a center.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 16,
-                 depth: int = 4, norm: str = "instance") -> None:
+                 depth: int = 4, norm: str = "instance", in_plane_levels: int = 0) -> None:
         super().__init__()
         if norm not in NORMS3D:
             raise ValueError(f"norm: expected one of {sorted(NORMS3D)}, got {norm!r}")
+        if not 0 <= in_plane_levels <= depth:
+            raise ValueError(f"in_plane_levels: expected 0..depth ({depth}), "
+                             f"got {in_plane_levels}")
         chans = [width * 2 ** i for i in range(depth + 1)]
         self.depth = depth
+        self.in_plane_levels = in_plane_levels
+        flat = [i < in_plane_levels for i in range(depth)]
+        self.pool_sizes = [(1, 2, 2) if f else (2, 2, 2) for f in flat]
         self.down = nn.ModuleList([_double_conv3d(in_channels if i == 0 else chans[i - 1],
-                                                  chans[i], norm) for i in range(depth)])
+                                                  chans[i], norm, flat[i])
+                                   for i in range(depth)])
         self.bottleneck = _double_conv3d(chans[depth - 1], chans[depth], norm)
-        self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2)
+        self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i + 1], chans[i], self.pool_sizes[i],
+                                                    stride=self.pool_sizes[i])
                                  for i in reversed(range(depth))])
-        self.dec = nn.ModuleList([_double_conv3d(2 * chans[i], chans[i], norm)
+        self.dec = nn.ModuleList([_double_conv3d(2 * chans[i], chans[i], norm, flat[i])
                                   for i in reversed(range(depth))])
         self.seg_head = nn.Conv3d(chans[0], out_channels, 1)
         self.bottleneck_channels = chans[depth]
 
     def _check(self, x: torch.Tensor) -> None:
-        f = 2 ** self.depth
-        if x.ndim != 5 or any(s % f for s in x.shape[2:]):
-            raise ValueError(f"input: expected (N, C, D, H, W) with D, H, W divisible by {f}, "
-                             f"got {tuple(x.shape)}")
+        f = [math.prod(p[a] for p in self.pool_sizes) for a in range(3)]
+        if x.ndim != 5 or any(s % k for s, k in zip(x.shape[2:], f, strict=True)):
+            raise ValueError(f"input: expected (N, C, D, H, W) with D, H, W divisible by "
+                             f"{tuple(f)}, got {tuple(x.shape)}")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Bottleneck feature map and the skip tensors of each level."""
         self._check(x)
         skips = []
-        for block in self.down:
+        for block, size in zip(self.down, self.pool_sizes, strict=True):
             x = block(x)
             skips.append(x)
-            x = nn.functional.max_pool3d(x, 2)
+            x = nn.functional.max_pool3d(x, size)
         return self.bottleneck(x), skips
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -409,8 +424,9 @@ class MultiSequenceEncoder(nn.Module):
 
 
 def _unet_encoder(in_channels: int = 1, width: int = 16, depth: int = 4,
-                  norm: str = "instance", pool: str = "mean") -> UNetEncoder:
-    return UNetEncoder(UNet3D(in_channels, 1, width, depth, norm), pool)
+                  norm: str = "instance", pool: str = "mean",
+                  in_plane_levels: int = 0) -> UNetEncoder:
+    return UNetEncoder(UNet3D(in_channels, 1, width, depth, norm, in_plane_levels), pool)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
