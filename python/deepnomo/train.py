@@ -7,7 +7,7 @@ The pieces, each usable alone:
 * :class:`BagData` and :func:`load_bags` -- patients as bags of instances
   (tumour-centred slices, 3D patches, multi-channel crops or pathology tiles)
   with their endpoint, built from ``cohort.csv`` and ``cases.csv``.
-* :func:`augment` -- random flips, small rotations, intensity jitter, blur.
+* :func:`augment` -- random flips, small rotations, intensity jitter, blur, noise.
 * :func:`fit` -- optional segmentation (Dice) and k-year pretraining phases,
   then Cox partial-likelihood training with early stopping on the validation
   C-index; a checkpoint after every epoch; resume; DDP under ``torchrun``;
@@ -145,10 +145,12 @@ class TrainConfig:
         Cox epochs before a model may be locked or training stopped (guards
         against a lucky early peak on a small validation share).
     seed : int
-    flip, rotate_deg, intensity, blur : augmentation
+    flip, rotate_deg, intensity, blur, noise : augmentation
         Flip probability 0.5 per axis when ``flip``; rotations uniform in
         +-``rotate_deg``; intensity ``x (1 + a) + b`` with ``a, b`` uniform in
-        +-``intensity``; Gaussian blur with sigma uniform in [0, ``blur``] pixels.
+        +-``intensity``; Gaussian blur with sigma uniform in [0, ``blur``] pixels;
+        white Gaussian noise added last, its SD uniform in [0, ``noise``] per
+        instance, in normalized intensity units (after the z-score, SD of the volume).
     pretrain_epochs, pretrain_horizon, label_smoothing : k-year pretraining
         Binary "event before ``pretrain_horizon`` months" with smoothed BCE.
     seg_epochs : int
@@ -212,6 +214,7 @@ class TrainConfig:
     rotate_deg: float = 10.0
     intensity: float = 0.1
     blur: float = 0.5
+    noise: float = 0.0
     pretrain_epochs: int = 0
     pretrain_horizon: float = 36.0
     label_smoothing: float = 0.1
@@ -280,6 +283,9 @@ class TrainConfig:
             raise ValueError(f"config 'aux_components': must be >= 0, got {self.aux_components}")
         if not self.aux_weight > 0:
             raise ValueError(f"config 'aux_weight': must be positive, got {self.aux_weight}")
+        for key in ("rotate_deg", "intensity", "blur", "noise"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"config '{key}': must be >= 0, got {getattr(self, key)}")
         if not self.head_ridge >= 0:
             raise ValueError(f"config 'head_ridge': must be >= 0, got {self.head_ridge}")
         if self.min_epochs > self.epochs:
@@ -608,10 +614,10 @@ def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Randomly flip, rotate (in-plane), jitter intensity and blur each instance.
+    """Randomly flip, rotate (in-plane), jitter intensity, blur and add noise to each instance.
 
-    Flips and rotations move every channel together; intensity jitter and blur
-    change only the image channels: the ROI channel (the last, see
+    Flips and rotations move every channel together; intensity jitter, blur and
+    noise change only the image channels: the ROI channel (the last, see
     ``TrainConfig.roi_channel``) keeps its 0/1 values, since it is a region,
     not a signal (it also weights the ``roi_stats`` pooling).
 
@@ -660,6 +666,10 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
                 pad[2 * (nd - 1 - axis)] = pad[2 * (nd - 1 - axis) + 1] = k.numel() // 2
                 conv = F.conv2d if nd == 2 else F.conv3d
                 image = conv(F.pad(image, pad, mode="replicate"), w, groups=n_image)
+    if cfg.noise > 0:  # after the blur: acquisition noise is white
+        sd = uniform(m) * cfg.noise
+        white = torch.randn(image.shape, generator=gen).to(dev)
+        image = image + sd.view(-1, *[1] * (x.ndim - 1)) * white
     return torch.cat([image, roi], dim=1)
 
 

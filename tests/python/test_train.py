@@ -252,6 +252,28 @@ def test_augmentation_leaves_the_roi_channel_a_region():
     assert not torch.allclose(y[:, :2], patches[:, :2], atol=0.05)
 
 
+def test_noise_augmentation_is_white_with_a_uniform_sd_per_instance():
+    x = torch.zeros(400, 2, 16, 16)
+    x[:, 1] = (torch.rand(400, 16, 16) < 0.3).float()  # ROI channel
+    cfg = small_config(input="multichannel", modalities=["pet"], flip=False, rotate_deg=0.0,
+                       intensity=0.0, blur=0.0, noise=0.6)
+    y = augment(x, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(y[:, 1], x[:, 1])  # the ROI stays a region
+    sd = y[:, 0].flatten(1).std(dim=1)
+    # SD uniform in [0, 0.6]: mean 0.3, quartiles 0.15 / 0.45 (sampling error ~0.01-0.02)
+    assert abs(float(sd.mean()) - 0.3) < 0.03
+    q = torch.quantile(sd, torch.tensor([0.25, 0.75]))
+    assert abs(float(q[0]) - 0.15) < 0.04 and abs(float(q[1]) - 0.45) < 0.04
+    assert float(sd.max()) < 0.6 * 1.25
+    z = y[:, 0] / sd.clamp_min(1e-6).view(-1, 1, 1)
+    lag1 = float((z[:, :, 1:] * z[:, :, :-1]).mean())  # neighbours uncorrelated: white
+    assert abs(lag1) < 0.02
+    quiet = augment(x, dataclasses.replace(cfg, noise=0.0), torch.Generator().manual_seed(5))
+    assert torch.equal(quiet, x)
+    with pytest.raises(ValueError, match="'noise'"):
+        small_config(noise=-0.1)
+
+
 def test_tiles_are_loaded_and_ids_checked(tmp_path):
     from PIL import Image
 
