@@ -318,12 +318,13 @@ class TrainConfig:
         """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration.
 
         Without a shape encoder (``roi_patch`` None), an auxiliary task
-        (``aux_components`` 0) or bias correction (``bias_order`` 0) their keys
-        are left out, so that a configuration keeps the hash it had before they
-        existed."""
+        (``aux_components`` 0), bias correction (``bias_order`` 0) or noise
+        augmentation (``noise`` 0) their keys are left out, so that a
+        configuration keeps the hash it had before they existed."""
         data = self.to_dict()
-        if not data["bias_order"]:
-            data.pop("bias_order")
+        for key in ("bias_order", "noise"):
+            if not data[key]:
+                data.pop(key)
         if data["roi_patch"] is None:
             for key in ("roi_patch", "roi_width"):
                 data.pop(key)

@@ -105,6 +105,7 @@ def test_config_checks_and_unchanged_hash_without_a_shape_encoder():
     with_roi = TrainConfig(input="slices", modalities=["t1"], roi_patch=[8, 16, 16])
     assert with_roi.hash() != plain.hash()
     assert TrainConfig.from_dict({**with_roi.to_dict(), "roi_width": 4}).hash() != with_roi.hash()
+    assert TrainConfig(input="slices", modalities=["t1"], noise=0.2).hash() != plain.hash()
 
 
 def _cases(tmp_path, n: int) -> tuple[pd.DataFrame, np.ndarray]:
