@@ -631,6 +631,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     m, nd = x.shape[0], x.ndim - 2
     dev = x.device
     n_image = x.shape[1] - 1 if cfg.roi_channel else x.shape[1]
+    per_instance = (-1, *[1] * (x.ndim - 1))  # one draw per instance, broadcast over the rest
 
     def uniform(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen).to(dev)
@@ -638,7 +639,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     if cfg.flip:
         for axis in range(2, x.ndim):
             flip = uniform(m) < 0.5
-            x = torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(axis), x)
+            x = torch.where(flip.view(per_instance), x.flip(axis), x)
     if cfg.rotate_deg > 0:
         ang = (uniform(m) * 2 - 1) * math.radians(cfg.rotate_deg)
         c, s = torch.cos(ang), torch.sin(ang)
@@ -653,8 +654,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     if cfg.intensity > 0:
         a = (uniform(m) * 2 - 1) * cfg.intensity
         b = (uniform(m) * 2 - 1) * cfg.intensity
-        shape = (-1, *[1] * (x.ndim - 1))
-        image = image * (1 + a.view(shape)) + b.view(shape)
+        image = image * (1 + a.view(per_instance)) + b.view(per_instance)
     if cfg.blur > 0:
         sigma = float(torch.rand(1, generator=gen)) * cfg.blur
         if sigma > 0.1:
@@ -670,7 +670,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     if cfg.noise > 0:  # after the blur: acquisition noise is white
         sd = uniform(m) * cfg.noise
         white = torch.randn(image.shape, generator=gen).to(dev)
-        image = image + sd.view(-1, *[1] * (x.ndim - 1)) * white
+        image = image + sd.view(per_instance) * white
     return torch.cat([image, roi], dim=1)
 
 
