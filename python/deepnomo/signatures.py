@@ -109,7 +109,9 @@ def score_cohort(model_dir: str | os.PathLike, cohort: pd.DataFrame,
                        f"{cfg.input} of {', '.join(cfg.modalities)}); " + (
                            "log relative hazard" if cfg.ensemble == 1 else
                            f"mean standardized log relative hazard of a {cfg.ensemble}-fold "
-                           "cross-validation ensemble") + (
+                           "cross-validation ensemble" + (
+                               f" ({cfg.repeats} deals, {cfg.members} members)"
+                               if cfg.repeats > 1 else "")) + (
                            ", averaged over 8 in-plane flips / turns" if cfg.tta else "")
                        + "; higher = higher risk",
         "endpoint": endpoint,

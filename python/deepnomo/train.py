@@ -13,7 +13,8 @@ The pieces, each usable alone:
   C-index; a checkpoint after every epoch; resume; DDP under ``torchrun``;
   AMP on CUDA. A diverging loss stops the run with the last good checkpoint kept.
   With ``ensemble: K`` it trains a K-fold cross-validation ensemble, one
-  member per fold, and locks their mean standardized risk.
+  member per fold (``repeats: R`` deals the folds R times), and locks their
+  mean standardized risk.
 * :func:`predict_risk` -- scoring, optionally averaged over the eight in-plane
   flips and quarter turns (Harrell's C: :func:`deepnomo.metrics.harrell_c`).
 
@@ -55,6 +56,7 @@ from deepnomo.nn.shape import ROIShapeEncoder
 from deepnomo.ridge_cox import fit_ridge_cox
 
 INPUTS = ("slices", "patch", "multichannel", "tiles")
+NORMALIZE = ("zscore", "background", "none")
 CHECKPOINT = "last.pt"
 MODEL = "model.pt"
 
@@ -120,9 +122,13 @@ class TrainConfig:
         polynomial of this degree fitted to the log intensities outside the ROI
         (:func:`deepnomo.preprocess.polynomial_bias_correct`). For MR, whose coil
         sensitivity varies over the field of view.
-    normalize : {"zscore", "none"}
-        Per image volume: subtract its mean and divide by its SD before cropping
-        (removes scanner scale and offset); tiles are always scaled to [0, 1].
+    normalize : {"zscore", "background", "none"}
+        Per image volume, before cropping. ``"zscore"``: subtract its mean and
+        divide by its SD (removes scanner scale and offset). ``"background"``:
+        divide by the mean outside the ROI and subtract 1, so the tissue around
+        the tumour reads 0 and a voxel at twice its intensity 1, whatever the
+        tumour's own size and uptake (PET's tumour-to-background ratio; for
+        positive intensities such as SUV). Tiles are always scaled to [0, 1].
     epochs, batch_size, lr, weight_decay, dropout : training schedule
         ``batch_size`` counts patients (bags).
     ties : {"efron", "breslow"}
@@ -135,6 +141,13 @@ class TrainConfig:
         fold ``k``; the signature is the mean of the members' standardized risks
         (:class:`deepnomo.nn.mil.RiskEnsemble`). Averaging members removes most
         of the seed-to-seed spread that small cohorts give a single network.
+    repeats : int
+        Repeated cross-validation: ``R > 1`` deals the training cohort into ``K``
+        folds ``R`` times, each time in a new order, and trains ``R K`` members
+        (member ``r K + k`` holds out fold ``k`` of deal ``r``, from seed
+        ``seed + r K + k``). Every patient then validates ``R`` members, and the
+        signature averages over partitions as well as over starts. Needs
+        ``ensemble > 1``.
     tta : bool
         Score patients (signature tables, ensemble standardization) as the
         mean risk over the eight in-plane flips and quarter turns of their
@@ -206,6 +219,7 @@ class TrainConfig:
     ties: str = "efron"
     val_fraction: float = 0.2
     ensemble: int = 1
+    repeats: int = 1
     tta: bool = False
     patience: int = 8
     min_epochs: int = 1
@@ -231,8 +245,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise ValueError(f"config 'input': expected one of {INPUTS}, got {self.input!r}")
-        if self.normalize not in ("zscore", "none"):
-            raise ValueError(f"config 'normalize': expected 'zscore' or 'none', "
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"config 'normalize': expected one of {NORMALIZE}, "
                              f"got {self.normalize!r}")
         if not self.modalities:
             raise ValueError("config 'modalities': at least one modality is needed")
@@ -269,9 +283,12 @@ class TrainConfig:
                 raise ValueError(f"config '{key}': must be positive, got {value}")
             if value is not None and not self.seg_epochs:
                 raise ValueError(f"config '{key}': set without segmentation epochs (seg_epochs)")
-        for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble"):
+        for key in ("epochs", "batch_size", "patience", "min_epochs", "ensemble", "repeats"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}': must be >= 1, got {getattr(self, key)}")
+        if self.repeats > 1 and self.ensemble == 1:
+            raise ValueError("config 'repeats': repeated cross-validation needs an ensemble "
+                             "of K > 1 folds (ensemble)")
         if self.slice_interpolation not in ("linear", "nearest"):
             raise ValueError(f"config 'slice_interpolation': expected 'linear' or 'nearest', "
                              f"got {self.slice_interpolation!r}")
@@ -318,13 +335,16 @@ class TrainConfig:
         """SHA-256 (first 16 hex digits) of the canonical JSON of the configuration.
 
         Without a shape encoder (``roi_patch`` None), an auxiliary task
-        (``aux_components`` 0), bias correction (``bias_order`` 0) or noise
-        augmentation (``noise`` 0) their keys are left out, so that a
-        configuration keeps the hash it had before they existed."""
+        (``aux_components`` 0), bias correction (``bias_order`` 0), noise
+        augmentation (``noise`` 0) or repeated cross-validation (``repeats`` 1)
+        their keys are left out, so that a configuration keeps the hash it had
+        before they existed."""
         data = self.to_dict()
         for key in ("bias_order", "noise"):
             if not data[key]:
                 data.pop(key)
+        if data["repeats"] == 1:
+            data.pop("repeats")
         if data["roi_patch"] is None:
             for key in ("roi_patch", "roi_width"):
                 data.pop(key)
@@ -333,6 +353,11 @@ class TrainConfig:
                 data.pop(key)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def members(self) -> int:
+        """Networks trained: ``ensemble`` folds times ``repeats`` deals (1: a single model)."""
+        return self.ensemble * self.repeats
 
     @property
     def roi_channel(self) -> bool:
@@ -483,6 +508,33 @@ def _tile(image: np.ndarray, size: int) -> np.ndarray:
     return x[0].numpy()
 
 
+def background_ratio(image: np.ndarray, mask: np.ndarray, what: str = "image") -> np.ndarray:
+    """Intensity relative to the tissue around the tumour: ``image / b - 1``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (D, H, W)
+        One volume, positive intensities (e.g. SUV).
+    mask : ndarray of bool, shape (D, H, W)
+        The ROI; ``b`` is the mean of ``image`` outside it.
+    what : str
+        Names the volume in errors.
+
+    Raises
+    ------
+    ValueError
+        When the ROI covers the whole volume or ``b`` is not positive.
+    """
+    outside = image[~mask]
+    if outside.size == 0:
+        raise ValueError(f"normalize 'background': {what}: the ROI covers the whole volume")
+    level = float(outside.mean())
+    if not level > 0:
+        raise ValueError(f"normalize 'background': {what}: mean intensity outside the ROI "
+                         f"is {level:.4g}; a ratio needs a positive background")
+    return image / np.float32(level) - np.float32(1.0)
+
+
 def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig, with_mask: bool
                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """One patient's bag, segmentation target (3D patches, ``with_mask``) and ROI patch
@@ -504,6 +556,9 @@ def _instances(rows: pd.DataFrame, root: Path, cfg: TrainConfig, with_mask: bool
         images = [polynomial_bias_correct(im, mask, cfg.bias_order) for im in images]
     if cfg.normalize == "zscore":
         images = [(im - im.mean()) / (im.std() + 1e-6) for im in images]
+    elif cfg.normalize == "background":
+        images = [background_ratio(im, mask, f"{rows.iloc[0]['patient_id']} {m}")
+                  for im, m in zip(images, cfg.modalities, strict=True)]
     roi = None
     if cfg.roi_patch is not None:
         roi = crops.tumor_patch(mask.astype(np.float32), mask, size=tuple(cfg.roi_patch))[None]
@@ -694,10 +749,10 @@ def augment_roi(roi: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> to
 
 def build_model(cfg: TrainConfig) -> SurvivalMIL | RiskEnsemble:
     """The network a configuration describes: one :class:`SurvivalMIL`, or an
-    ensemble of ``cfg.ensemble`` of them."""
-    if cfg.ensemble > 1:
-        single = dataclasses.replace(cfg, ensemble=1)
-        return RiskEnsemble([build_model(single) for _ in range(cfg.ensemble)])
+    ensemble of ``cfg.members`` of them."""
+    if cfg.members > 1:
+        single = dataclasses.replace(cfg, ensemble=1, repeats=1)
+        return RiskEnsemble([build_model(single) for _ in range(cfg.members)])
     sequences = len(cfg.modalities) if cfg.input == "patch" else 1
     encoder = build_backbone(cfg.backbone, in_channels=cfg.in_channels, sequences=sequences,
                              **cfg.backbone_args)
@@ -1027,20 +1082,22 @@ def split_train_validation(data: BagData, cfg: TrainConfig,
     """Training and validation indices, stratified by event and fixed by ``cfg.seed``.
 
     A single model (``cfg.ensemble == 1``) holds out a random ``val_fraction``
-    of each event class. Ensemble member ``k`` holds out fold ``k`` of
-    ``cfg.ensemble`` folds: each event class is permuted and dealt round-robin,
-    so every patient validates exactly one member.
+    of each event class. Ensemble member ``r K + k`` holds out fold ``k`` of
+    the ``K = cfg.ensemble`` folds of deal ``r``: each event class is permuted
+    (deal 0 by ``cfg.seed``, deal ``r`` by the seed sequence ``(cfg.seed, r)``)
+    and dealt round-robin, so every patient validates one member per deal.
     """
-    if not 0 <= member < cfg.ensemble:
-        raise ValueError(f"member: must be in [0, {cfg.ensemble}), got {member}")
-    rng = np.random.default_rng(cfg.seed)
+    if not 0 <= member < cfg.members:
+        raise ValueError(f"member: must be in [0, {cfg.members}), got {member}")
+    deal, fold = divmod(member, cfg.ensemble)
+    rng = np.random.default_rng(cfg.seed if deal == 0 else [cfg.seed, deal])
     val = []
     for e in (0, 1):
         perm = rng.permutation(np.flatnonzero(data.event == e))
         if cfg.ensemble == 1:
             val.extend(perm[:int(round(cfg.val_fraction * len(perm)))].tolist())
         else:
-            val.extend(perm[member::cfg.ensemble].tolist())
+            val.extend(perm[fold::cfg.ensemble].tolist())
     val_idx = np.sort(np.array(val, dtype=int))
     train_idx = np.setdiff1d(np.arange(len(data)), val_idx)
     if data.event[train_idx].sum() < 2 or data.event[val_idx].sum() < 1:
@@ -1164,7 +1221,7 @@ def _fit_segmentation(cfg: TrainConfig, data: BagData, out: Path, dev: torch.dev
     out.mkdir(parents=True, exist_ok=True)
     rank, _ = _dist()
     _seed_all(cfg.seed)
-    model = build_model(dataclasses.replace(cfg, ensemble=1)).to(dev)
+    model = build_model(dataclasses.replace(cfg, ensemble=1, repeats=1)).to(dev)
     seg = Segmenter(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state: dict[str, Any] = {"epoch": 0, "history": [], "seconds": 0.0}
@@ -1210,8 +1267,9 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
     """
     out.mkdir(parents=True, exist_ok=True)
     rank, _ = _dist()
-    run_cfg = dataclasses.replace(cfg, seed=cfg.seed + member, ensemble=1)  # member's streams
-    label = cfg.name if cfg.ensemble == 1 else f"{cfg.name} member {member + 1}/{cfg.ensemble}"
+    run_cfg = dataclasses.replace(cfg, seed=cfg.seed + member, ensemble=1,
+                                  repeats=1)  # member's streams
+    label = cfg.name if cfg.members == 1 else f"{cfg.name} member {member + 1}/{cfg.members}"
     train_idx, val_idx = split
     _seed_all(run_cfg.seed)
     model = build_model(run_cfg).to(dev)
@@ -1308,7 +1366,8 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
         device type and whether bf16 autocast was on (CUDA with ``cfg.amp``). For
         an ensemble, ``best_epoch`` lists the members', ``val_c_index`` is the
         C-index of the out-of-fold risks (each patient scored by the member
-        that validated on it, standardized like the ensemble does) and
+        that validated on it, standardized like the ensemble does; with
+        repeats, the mean over deals) and
         ``members`` holds each member's record.
 
     Raises
@@ -1342,7 +1401,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                          f"{cfg.aux_components} targets per patient (data.aux; "
                          f"deepnomo.feature_targets), got "
                          f"{'none' if data.aux is None else data.aux.shape[1]}")
-    splits = [split_train_validation(data, cfg, k) for k in range(cfg.ensemble)]
+    splits = [split_train_validation(data, cfg, k) for k in range(cfg.members)]
     data_hash = data.digest()
     info: dict[str, Any] = {"config": cfg.to_dict(), "config_hash": cfg.hash(),
                             "data_hash": data_hash, "seed": cfg.seed}
@@ -1368,7 +1427,7 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
                     train_seconds=seg_seconds + state["seconds"])
     else:
         model = build_model(cfg)
-        out_of_fold = np.zeros(len(data))
+        out_of_fold = np.zeros(len(data))  # mean over deals of each patient's held-out risk
         records, history = [], list(seg_history)
         for k, (train_idx, val_idx) in enumerate(splits):
             state = _fit_member(cfg, data, k, (train_idx, val_idx), out / f"member_{k}", dev,
@@ -1382,10 +1441,10 @@ def fit(cfg: TrainConfig, data: BagData, out_dir: str | os.PathLike, device: str
             net.cpu()
             shift, scale = float(risk[train_idx].mean()), float(risk[train_idx].std())
             if not scale > 0:
-                raise TrainingError(f"[{cfg.name} member {k + 1}/{cfg.ensemble}] gives the "
+                raise TrainingError(f"[{cfg.name} member {k + 1}/{cfg.members}] gives the "
                                     "same risk to every training patient; nothing to lock")
             model.shift[k], model.scale[k] = shift, scale
-            out_of_fold[val_idx] = (risk[val_idx] - shift) / scale
+            out_of_fold[val_idx] += (risk[val_idx] - shift) / scale / cfg.repeats
             records.append({"member": k, "seed": cfg.seed + k, "best_epoch": state["best_epoch"],
                             "val_c_index": state["best_c"], "shift": shift, "scale": scale,
                             "val_ids": [data.ids[i] for i in val_idx],

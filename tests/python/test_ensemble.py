@@ -47,6 +47,42 @@ def test_folds_partition_the_training_cohort_stratified_by_event():
         split_train_validation(few, small_config(ensemble=8), 7)
 
 
+
+def test_repeated_folds_deal_the_cohort_again_and_average_out_of_fold(tmp_path):
+    data, _ = blob_data(60, seed=3, size=16, k=2)
+    cfg = small_config(epochs=3, batch_size=12, patience=10, ensemble=2, repeats=2, seed=3)
+    assert cfg.members == 4 and len(members(build_model(cfg))) == 4
+    vals = [split_train_validation(data, cfg, k)[1] for k in range(4)]
+    once = small_config(epochs=3, batch_size=12, patience=10, ensemble=2, seed=3)
+    for k in range(2):  # deal 0 is the plain K-fold split, so earlier members are unchanged
+        assert np.array_equal(vals[k], split_train_validation(data, once, k)[1])
+    for deal in (vals[:2], vals[2:]):  # each deal is a partition: one validation per deal
+        assert np.array_equal(np.sort(np.concatenate(deal)), np.arange(60))
+    assert not any(np.array_equal(vals[0], v) for v in vals[2:])
+    with pytest.raises(ValueError, match=r"member: must be in \[0, 4\)"):
+        split_train_validation(data, cfg, 4)
+    info = fit(cfg, data, tmp_path, device="cpu", progress=False)
+    model, loaded, _ = load_model(tmp_path)
+    assert loaded == cfg and len(members(model)) == 4
+    assert [r["seed"] for r in info["members"]] == [3, 4, 5, 6]
+    # independent recomputation: each patient's held-out standardized risk, mean over deals
+    oof = np.zeros(len(data))
+    for k in range(4):
+        tr, va = split_train_validation(data, cfg, k)
+        fitted = predict_risk(model.members[k], data.subset(tr))
+        oof[va] += (predict_risk(model.members[k], data.subset(va)) - fitted.mean()) \
+            / fitted.std() / 2
+    assert info["val_c_index"] == pytest.approx(harrell_c(oof, data.time, data.event), abs=1e-6)
+    # the first deal's members are those of the plain two-fold ensemble
+    plain = fit(once, data, tmp_path / "once", device="cpu", progress=False)
+    assert [r["best_epoch"] for r in info["members"][:2]] == plain["best_epoch"]
+    with pytest.raises(ValueError, match="config 'repeats': repeated cross-validation needs"):
+        small_config(repeats=2)
+    with pytest.raises(ValueError, match="config 'repeats': must be >= 1"):
+        small_config(ensemble=2, repeats=0)
+    assert small_config(ensemble=2, repeats=1).hash() == small_config(ensemble=2).hash()
+    assert small_config(ensemble=2, repeats=2).hash() != small_config(ensemble=2).hash()
+
 def test_ensemble_risk_is_the_mean_of_standardized_members():
     torch.manual_seed(0)
     model = build_model(small_config(ensemble=3)).eval()

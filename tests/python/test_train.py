@@ -612,3 +612,51 @@ def test_kyear_pretraining_precedes_cox_training(tmp_path):
     assert info["best_epoch"] == 4  # neither pretraining nor Cox epochs before min_epochs lock
     assert info["val_c_index"] == info["history"][3]["val_c_index"]
     assert all(0.0 < h["loss"] < 1.0 for h in info["history"][:2])  # smoothed BCE range
+
+
+def test_background_normalization_reads_uptake_relative_to_the_surrounding_tissue(tmp_path):
+    """PET-like volumes: tissue SUV 1.3, tumour 5.2 (ratio 4) with a cold core of 0.65;
+    a small and a large tumour, and the small one again under a 1.7x calibration."""
+    import SimpleITK as sitk
+
+    from deepnomo.train import background_ratio
+
+    shape = (20, 48, 48)
+    z, y, x = np.indices(shape).astype(float)
+    dist = np.sqrt(((x - 24) / 2) ** 2 + ((y - 24) / 2) ** 2 + (z - 10) ** 2)
+    rows, cases = [], {"small": (4.0, 1.0), "large": (8.0, 1.0), "scaled": (4.0, 1.7)}
+    for pid, (radius, gain) in cases.items():
+        tumour = dist <= radius
+        suv = np.where(tumour, 5.2, 1.3)
+        suv[dist <= radius / 2] = 0.65
+        for name, a in (("img", gain * suv), ("mask", tumour)):
+            sitk.WriteImage(sitk.GetImageFromArray(a.astype(np.float32 if name == "img"
+                                                            else np.uint8)),
+                            str(tmp_path / f"{pid}_{name}.nii.gz"))
+        rows.append({"patient_id": pid, "modality": "pet", "image": f"{pid}_img.nii.gz",
+                     "mask": f"{pid}_mask.nii.gz"})
+    pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
+    cohort = pd.DataFrame({"patient_id": list(cases), "cohort": "train",
+                           "os_time": [5.0, 7.0, 9.0], "os_event": [1, 0, 1]})
+    base = dict(input="multichannel", modalities=["pet"], endpoint="os", crop_size=40,
+                max_slices=None)
+    middle = {}  # the central section's tumour rim, core and tissue, per normalization
+    for how in ("background", "zscore"):
+        bags = load_bags(cohort, tmp_path / "cases.csv", TrainConfig(**base, normalize=how))
+        for pid, bag in zip(cases, bags.bags, strict=True):
+            image = bag[len(bag) // 2, 0]
+            rim = 20 + int(1.5 * cases[pid][0])  # 3/4 of the radius (2 pixels per unit)
+            middle[how, pid] = (image[rim, 20], image[20, 20], image[0, 0])
+    for pid in cases:  # ratio 4 -> 3, 0.5 -> -0.5, tissue 0, whatever the size or calibration
+        rim, core, tissue = middle["background", pid]
+        assert (rim, core, tissue) == pytest.approx((3.0, -0.5, 0.0), abs=1e-5)
+    # the z-score divides by an SD that the tumour's own size sets: the large tumour's rim
+    # reads lower than the small one's (measured: 2.3 against 7.0 z units)
+    assert middle["zscore", "large"][0] < 0.5 * middle["zscore", "small"][0]
+    assert middle["zscore", "scaled"][0] == pytest.approx(middle["zscore", "small"][0], rel=1e-4)
+    with pytest.raises(ValueError, match="'background': p1 pet: the ROI covers the whole"):
+        background_ratio(np.ones((2, 3, 3)), np.ones((2, 3, 3), bool), "p1 pet")
+    with pytest.raises(ValueError, match="outside the ROI is -5; a ratio needs a positive"):
+        background_ratio(np.full((2, 3, 3), -5.0), np.zeros((2, 3, 3), bool))
+    with pytest.raises(ValueError, match="config 'normalize': expected one of"):
+        TrainConfig(normalize="tumour")

@@ -79,8 +79,8 @@ def register(app: typer.Typer) -> None:
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
         if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun
-            what = ("validation C-index" if cfg.ensemble == 1
-                    else f"{cfg.ensemble}-member out-of-fold C-index")
+            what = ("validation C-index" if cfg.members == 1
+                    else f"{cfg.members}-member out-of-fold C-index")
             typer.echo(f"[{cfg.name}] locked model {out / 'model.pt'}: best epoch "
                        f"{info['best_epoch']}, {what} "
                        f"{info['val_c_index']:.3f}, {info['train_seconds']:.0f} s")
