@@ -340,11 +340,9 @@ class TrainConfig:
         their keys are left out, so that a configuration keeps the hash it had
         before they existed."""
         data = self.to_dict()
-        for key in ("bias_order", "noise"):
-            if not data[key]:
+        for key, off in (("bias_order", 0), ("noise", 0.0), ("repeats", 1)):
+            if data[key] == off:
                 data.pop(key)
-        if data["repeats"] == 1:
-            data.pop("repeats")
         if data["roi_patch"] is None:
             for key in ("roi_patch", "roi_width"):
                 data.pop(key)
@@ -358,6 +356,10 @@ class TrainConfig:
     def members(self) -> int:
         """Networks trained: ``ensemble`` folds times ``repeats`` deals (1: a single model)."""
         return self.ensemble * self.repeats
+
+    def single(self, **changes: Any) -> TrainConfig:
+        """This configuration for one network of its ensemble (with ``changes``)."""
+        return dataclasses.replace(self, ensemble=1, repeats=1, **changes)
 
     @property
     def roi_channel(self) -> bool:
@@ -751,8 +753,7 @@ def build_model(cfg: TrainConfig) -> SurvivalMIL | RiskEnsemble:
     """The network a configuration describes: one :class:`SurvivalMIL`, or an
     ensemble of ``cfg.members`` of them."""
     if cfg.members > 1:
-        single = dataclasses.replace(cfg, ensemble=1, repeats=1)
-        return RiskEnsemble([build_model(single) for _ in range(cfg.members)])
+        return RiskEnsemble([build_model(cfg.single()) for _ in range(cfg.members)])
     sequences = len(cfg.modalities) if cfg.input == "patch" else 1
     encoder = build_backbone(cfg.backbone, in_channels=cfg.in_channels, sequences=sequences,
                              **cfg.backbone_args)
@@ -1221,7 +1222,7 @@ def _fit_segmentation(cfg: TrainConfig, data: BagData, out: Path, dev: torch.dev
     out.mkdir(parents=True, exist_ok=True)
     rank, _ = _dist()
     _seed_all(cfg.seed)
-    model = build_model(dataclasses.replace(cfg, ensemble=1, repeats=1)).to(dev)
+    model = build_model(cfg.single()).to(dev)
     seg = Segmenter(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state: dict[str, Any] = {"epoch": 0, "history": [], "seconds": 0.0}
@@ -1267,8 +1268,7 @@ def _fit_member(cfg: TrainConfig, data: BagData, member: int,
     """
     out.mkdir(parents=True, exist_ok=True)
     rank, _ = _dist()
-    run_cfg = dataclasses.replace(cfg, seed=cfg.seed + member, ensemble=1,
-                                  repeats=1)  # member's streams
+    run_cfg = cfg.single(seed=cfg.seed + member)  # member's streams
     label = cfg.name if cfg.members == 1 else f"{cfg.name} member {member + 1}/{cfg.members}"
     train_idx, val_idx = split
     _seed_all(run_cfg.seed)
